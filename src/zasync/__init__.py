@@ -1,0 +1,1 @@
+"""zasync: durable background jobs for ZODB applications."""
