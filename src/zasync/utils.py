@@ -1,0 +1,258 @@
+"""Small shared tools: the clock, logging channels, transaction loops, keys.
+"""
+import datetime
+import logging
+import time
+import types
+
+import persistent
+import transaction.interfaces
+import zope.component
+import ZODB.POSException
+import ZODB.utils
+import zope.interface
+
+from zasync import interfaces
+
+log = logging.getLogger('zasync')
+events_log = logging.getLogger('zasync.events')   # what operators must see
+trace_log = logging.getLogger('zasync.trace')     # what developers may want
+
+UTC = datetime.timezone.utc
+
+# --------------------------------------------------------------------------
+# The clock
+
+
+@zope.interface.implementer(interfaces.IClock)
+class SystemClock:
+    """The real clock."""
+
+    def now(self):
+        return datetime.datetime.now(UTC)
+
+    def sleep(self, seconds):
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+system_clock = SystemClock()
+
+
+def get_clock():
+    """The registered ``IClock`` utility, else the system clock."""
+    return zope.component.queryUtility(interfaces.IClock, default=system_clock)
+
+
+def now():
+    """The current time, an aware UTC datetime, from the injectable clock."""
+    return get_clock().now()
+
+
+def sleep(seconds):
+    """Sleep through the injectable clock."""
+    get_clock().sleep(seconds)
+
+
+def to_utc(value, what='value'):
+    """Return an aware datetime converted to UTC; refuse naive values."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime.datetime):
+        raise TypeError('%s must be a datetime, not %r' % (what, value))
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise ValueError(
+            'cannot use timezone-naive values (%s=%r): pass an aware '
+            'datetime, e.g. with tzinfo=datetime.timezone.utc' % (what, value))
+    return value.astimezone(UTC)
+
+
+# --------------------------------------------------------------------------
+# Time-ordered integer keys: newer times get smaller keys, so a BTree
+# iterates newest first.  The low 4 bits are free for de-duplication.
+
+_EPOCH_MAX = datetime.datetime.max
+
+
+def dt_to_long(dt):
+    """Encode a datetime as an integer key; newer -> smaller."""
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    delta = _EPOCH_MAX - dt
+    return ((delta.days << 41) | (delta.seconds << 24)
+            | (delta.microseconds << 4))
+
+
+def long_to_dt(value):
+    """Decode a key of ``dt_to_long`` (de-duplication bits ignored) as an
+    aware UTC datetime."""
+    microseconds = (value >> 4) & 0xFFFFF
+    seconds = (value >> 24) & 0x1FFFF
+    days = value >> 41
+    naive = _EPOCH_MAX - datetime.timedelta(days, seconds, microseconds)
+    return naive.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------
+# Parents
+
+class Base(persistent.Persistent):
+    """A persistent object with a ``parent`` (and ``__parent__``) link.
+
+    ``__parent__`` reads an explicitly set value, falling back on
+    ``parent``; setting ``__parent__`` stores the value (zc.async's setter
+    dropped it).
+    """
+
+    parent = None
+    _z_parent__ = None
+
+    @property
+    def __parent__(self):
+        if self._z_parent__ is not None:
+            return self._z_parent__
+        return self.parent
+
+    @__parent__.setter
+    def __parent__(self, value):
+        self._z_parent__ = value
+
+
+# --------------------------------------------------------------------------
+# Representations
+
+
+def custom_repr(obj):
+    """A short, stable description of ``obj`` for logs and reprs.
+
+    Persistent objects show class, oid and database; functions their dotted
+    name; anything else its ``repr``.
+    """
+    try:
+        if isinstance(obj, persistent.Persistent):
+            oid = obj._p_oid
+            oid = '?' if oid is None else ZODB.utils.u64(oid)
+            jar = obj._p_jar
+            db_name = '?'
+            if jar is not None:
+                db_name = repr(jar.db().database_name)
+            return '%s.%s (oid %s, db %s)' % (
+                type(obj).__module__, type(obj).__qualname__, oid, db_name)
+        if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)):
+            module = getattr(obj, '__module__', None) or 'builtins'
+            return '%s.%s' % (module, obj.__qualname__)
+        return repr(obj)
+    except (TypeError, ValueError, AttributeError):
+        return object.__repr__(obj)
+
+
+# --------------------------------------------------------------------------
+# Transaction loops
+
+try:
+    from ZEO.Exceptions import ClientDisconnected
+except ImportError:  # pragma: no cover - ZEO is a dependency
+    class ClientDisconnected(Exception):
+        pass
+
+EXPLOSIVE_ERRORS = (SystemExit, KeyboardInterrupt, interfaces.ReassignedError)
+SYSTEM_ERRORS = (ClientDisconnected, ZODB.POSException.POSKeyError)
+TRANSACTION_ERRORS = (transaction.interfaces.TransientError,
+                      ZODB.POSException.TransactionError)
+INITIAL_BACKOFF = 5
+BACKOFF_INCREMENT = 5
+MAX_BACKOFF = 60
+
+
+def never_fail(call, identifier, tm):
+    """Call ``call()`` and commit, until both succeed; return the value.
+
+    Transaction errors are retried at once; other errors are logged and
+    retried after a growing pause (5 s, +5 s, at most 60 s), because the
+    caller cannot go on without this step.  Explosive errors (SystemExit,
+    KeyboardInterrupt, ReassignedError) abort and propagate.
+    """
+    trans_count = 0
+    other_count = 0
+    backoff = INITIAL_BACKOFF
+    while True:
+        try:
+            result = call()
+            tm.commit()
+        except EXPLOSIVE_ERRORS:
+            tm.abort()
+            raise
+        except TRANSACTION_ERRORS:
+            tm.abort()
+            trans_count += 1
+            if trans_count % 5 == 0:
+                events_log.warning(
+                    '%d consecutive transaction errors while %s',
+                    trans_count, identifier, exc_info=True)
+        except Exception as e:
+            tm.abort()
+            other_count += 1
+            if other_count == 1 or other_count % 10 == 0:
+                level = (logging.ERROR if isinstance(e, SYSTEM_ERRORS)
+                         else logging.CRITICAL)
+                events_log.log(
+                    level, 'Error while %s (%d so far); retrying in %s s',
+                    identifier, other_count, backoff, exc_info=True)
+            sleep(backoff)
+            backoff = min(MAX_BACKOFF, backoff + BACKOFF_INCREMENT)
+        else:
+            return result
+
+
+def try_five_times(call, identifier, tm, commit=True):
+    """Call ``call()`` (and commit), retrying transaction errors 5 times.
+
+    Returns the value, or a ``Failure`` when it gave up (logged CRITICAL).
+    Explosive errors propagate.
+    """
+    from zasync.failure import Failure
+    tries = 0
+    while True:
+        try:
+            result = call()
+            if commit:
+                tm.commit()
+        except EXPLOSIVE_ERRORS:
+            tm.abort()
+            raise
+        except TRANSACTION_ERRORS:
+            tm.abort()
+            tries += 1
+            if tries >= 5:
+                events_log.critical(
+                    'Five consecutive transaction errors while %s',
+                    identifier, exc_info=True)
+                return Failure()
+        except Exception:
+            tm.abort()
+            events_log.critical('Error while %s', identifier, exc_info=True)
+            return Failure()
+        else:
+            return result
+
+
+def transaction_manager(obj):
+    """The transaction manager of a persistent object (or a connection)."""
+    jar = getattr(obj, '_p_jar', None)
+    if jar is None and hasattr(obj, 'transaction_manager'):
+        jar = obj
+    if jar is None:
+        return transaction.manager
+    return jar.transaction_manager
+
+
+def connection(obj):
+    """The connection of a persistent object, walking ``__parent__``."""
+    seen = set()
+    while obj is not None and id(obj) not in seen:
+        seen.add(id(obj))
+        jar = getattr(obj, '_p_jar', None)
+        if jar is not None:
+            return jar
+        obj = getattr(obj, '__parent__', None)
+    return None
