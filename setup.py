@@ -13,6 +13,7 @@ def read(*names):
 TESTS_REQUIRE = [
     'zope.testing >= 5.0',
     'zope.testrunner >= 6.0',
+    'zope.principalregistry >= 5.0',  # runner doctest: <principal>
 ]
 
 setup(
@@ -58,6 +59,8 @@ setup(
         'zope.configuration >= 5.0',
         'zope.schema >= 6.2',
         'ZConfig >= 3.6',
+        'zope.app.appsetup >= 5.0',  # runner: zope.conf, product-config
+        'zope.site >= 5.0',
     ],
     extras_require={
         'test': TESTS_REQUIRE,
