@@ -1,5 +1,26 @@
-"""Helpers for tests and doctests: a manual clock, reactors, waiters."""
+"""Helpers for tests and doctests: a manual clock, a test reactor, waiters.
+
+``ManualClock`` is an ``IClock`` that only moves when told to.  ``Reactor``
+is a deterministic ``IReactor``: it drives a ``ManualClock`` (installed as
+the ``IClock`` utility while the reactor runs), and its timed calls run only
+when a test says that time passes -- ``time_flies(seconds)`` or
+``time_passes()``.  The thread calling those methods plays the reactor
+thread.
+
+The waiters (``get_poll``, ``wait_for_result``, ``wait_for_start``,
+``wait_for_annotation``, ``wait_for_deactivation``, ``wait_for_death``)
+re-synchronise the object's connection between checks, wait on conditions
+rather than sleeping blindly, and raise ``AssertionError`` with a clear
+message when their time is up.  While they wait, they also run the calls
+that worker threads handed to a started test ``Reactor`` (without moving
+its clock), just as a real reactor would have done meanwhile.
+"""
 import datetime
+import heapq
+import itertools
+import threading
+import time
+import weakref
 
 import zope.component
 import zope.interface
@@ -51,3 +72,401 @@ class ManualClock:
 def _to_utc(value):
     from zasync.utils import to_utc
     return to_utc(value, 'clock time')
+
+
+# --------------------------------------------------------------------------
+# The deterministic reactor
+
+class DelayedCall:
+    """What ``Reactor.callLater`` returns (like Twisted's ``IDelayedCall``)."""
+
+    def __init__(self, reactor, when, seq, callable, args, kw):
+        self.reactor = reactor
+        self.time = when
+        self.seq = seq
+        self.callable = callable
+        self.args = args
+        self.kw = kw
+        self.called = False
+        self.cancelled = False
+
+    def __lt__(self, other):
+        return (self.time, self.seq) < (other.time, other.seq)
+
+    def getTime(self):
+        return self.time
+
+    def active(self):
+        return not (self.called or self.cancelled)
+
+    def cancel(self):
+        if not self.active():
+            raise ValueError('call already %s' % (
+                'called' if self.called else 'cancelled'))
+        self.cancelled = True
+
+    def __repr__(self):
+        return '<DelayedCall %s at %s>' % (
+            getattr(self.callable, '__qualname__', self.callable),
+            self.time.isoformat())
+
+
+_started_reactors = weakref.WeakSet()
+
+
+@zope.interface.implementer(interfaces.IReactor)
+class Reactor:
+    """A reactor whose time only passes when a test says so.
+
+    ``start()`` installs the clock as the ``IClock`` utility (so
+    ``zasync.utils.now()`` is the reactor's time) and runs the
+    ``callWhenRunning`` calls; ``stop()`` runs the ``('before',
+    'shutdown')`` triggers, waits for the threads started with
+    ``callInThread`` and uninstalls the clock.
+
+    ``callFromThread`` may be called from any thread; the call runs at the
+    reactor's current time, the next time the test lets time pass (or a
+    waiter runs the due calls).  ``callInThread`` starts a real thread.
+    """
+
+    #: how long ``time_flies`` waits (real time) for worker threads to hand
+    #: it calls before it moves the clock on; the wait ends early as soon as
+    #: a call arrives.
+    settle = 0.05
+
+    def __init__(self, clock=None):
+        self.clock = clock if clock is not None else ManualClock()
+        self._calls = []            # heap of DelayedCall
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._when_running = []
+        self._triggers = {}         # id -> (callable, args, kw)
+        self._trigger_ids = itertools.count(1)
+        self._threads = []
+        self._installed = False
+        self.running = False
+        self.stopped = False
+
+    # -- IReactor ---------------------------------------------------------
+
+    def callFromThread(self, callable, *args, **kw):
+        with self._cond:
+            call = DelayedCall(self, self.clock.now(), next(self._seq),
+                               callable, args, kw)
+            heapq.heappush(self._calls, call)
+            self._cond.notify_all()
+        return call
+
+    def callLater(self, seconds, callable, *args, **kw):
+        if not self.running:
+            raise ValueError('reactor not started')
+        when = self.clock.now() + datetime.timedelta(seconds=seconds)
+        with self._cond:
+            call = DelayedCall(self, when, next(self._seq),
+                               callable, args, kw)
+            heapq.heappush(self._calls, call)
+            self._cond.notify_all()
+        return call
+
+    def callInThread(self, callable, *args, **kw):
+        thread = threading.Thread(
+            target=callable, args=args, kwargs=kw, daemon=True,
+            name='zasync.testing.Reactor worker')
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._threads.append(thread)
+        thread.start()
+        return thread
+
+    def callWhenRunning(self, callable, *args, **kw):
+        if self.running:
+            return callable(*args, **kw)
+        self._when_running.append((callable, args, kw))
+
+    def addSystemEventTrigger(self, phase, eventType, callable, *args, **kw):
+        if (phase, eventType) != ('before', 'shutdown'):
+            raise ValueError(
+                "the test reactor only supports ('before', 'shutdown') "
+                "triggers, not %r" % ((phase, eventType),))
+        trigger_id = next(self._trigger_ids)
+        self._triggers[trigger_id] = (callable, args, kw)
+        return trigger_id
+
+    def removeSystemEventTrigger(self, trigger_id):
+        del self._triggers[trigger_id]
+
+    # -- life cycle -------------------------------------------------------
+
+    def start(self):
+        if self.running:
+            raise ValueError('reactor already started')
+        registered = zope.component.queryUtility(interfaces.IClock)
+        if registered is not self.clock:
+            self.clock.install()
+            self._installed = True
+        self.running = True
+        self.stopped = False
+        _started_reactors.add(self)
+        when_running, self._when_running = self._when_running, []
+        for callable, args, kw in when_running:
+            callable(*args, **kw)
+
+    def stop(self, timeout=10):
+        """Run the shutdown triggers, then wait for ``callInThread``
+        threads (AssertionError naming the ones that did not end)."""
+        if not self.running:
+            raise ValueError('reactor not running')
+        triggers, self._triggers = self._triggers, {}
+        try:
+            for callable, args, kw in triggers.values():
+                callable(*args, **kw)
+            self.run_due()
+        finally:
+            self.running = False
+            self.stopped = True
+            _started_reactors.discard(self)
+            if self._installed:
+                self.clock.uninstall()
+                self._installed = False
+        deadline = time.monotonic() + timeout
+        alive = []
+        for thread in self._threads:
+            thread.join(max(0, deadline - time.monotonic()))
+            if thread.is_alive():
+                alive.append(thread)
+        self._threads = alive
+        if alive:
+            raise AssertionError(
+                'threads started by the test reactor did not stop: %r'
+                % (alive,))
+
+    # -- driving time -----------------------------------------------------
+
+    def _pop_due(self, until):
+        with self._cond:
+            while self._calls:
+                call = self._calls[0]
+                if not call.active():
+                    heapq.heappop(self._calls)
+                    continue
+                if call.time <= until:
+                    heapq.heappop(self._calls)
+                    call.called = True
+                    return call
+                return None
+        return None
+
+    def _run(self, call):
+        call.callable(*call.args, **call.kw)
+
+    def run_due(self):
+        """Run every call due at the current time, without moving the
+        clock; return how many ran."""
+        count = 0
+        while True:
+            call = self._pop_due(self.clock.now())
+            if call is None:
+                return count
+            self._run(call)
+            count += 1
+
+    def time_passes(self):
+        """Run the next call due now, if any; return True if one ran."""
+        call = self._pop_due(self.clock.now())
+        if call is None:
+            return False
+        self._run(call)
+        return True
+
+    def next_call_time(self):
+        with self._cond:
+            active = [c.time for c in self._calls if c.active()]
+        return min(active) if active else None
+
+    def time_flies(self, seconds):
+        """Let ``seconds`` pass: run the calls in time order, moving the
+        clock to each call's time, then to the end.  Return how many ran.
+
+        Before the clock moves on, worker threads get a short moment
+        (``settle``, real time) to hand over calls for the current time.
+        """
+        if not self.running:
+            raise ValueError('reactor not started')
+        end = self.clock.now() + datetime.timedelta(seconds=seconds)
+        count = 0
+        while True:
+            count += self.run_due()
+            self._settle()
+            count += self.run_due()
+            nxt = self.next_call_time()
+            if nxt is None or nxt > end:
+                break
+            if nxt > self.clock.now():
+                self.clock.set(nxt)
+        if self.clock.now() < end:
+            self.clock.set(end)
+        count += self.run_due()
+        return count
+
+    def _settle(self):
+        now = self.clock.now()
+        with self._cond:
+            if any(c.active() and c.time <= now for c in self._calls):
+                return
+            self._cond.wait(self.settle)
+
+    def wait_for_calls(self, timeout):
+        """Wait (real time) up to ``timeout`` for a call due now to arrive;
+        run the due calls; return how many ran."""
+        now = self.clock.now()
+        with self._cond:
+            if not any(c.active() and c.time <= now for c in self._calls):
+                self._cond.wait(timeout)
+        return self.run_due()
+
+
+def started_reactors():
+    """The test reactors that are running now."""
+    return list(_started_reactors)
+
+
+# --------------------------------------------------------------------------
+# Waiters
+
+#: real seconds between two checks of a waiter
+CHECK_INTERVAL = 0.01
+
+
+def _wait(check, seconds, message, conditions=()):
+    """Call ``check()`` until it returns something other than None.
+
+    Between checks, run calls handed to started test reactors, and wait
+    (at most ``CHECK_INTERVAL`` real seconds) for a test reactor call or a
+    notification on one of ``conditions``.  Raise ``AssertionError(message)``
+    after ``seconds``.
+    """
+    deadline = time.monotonic() + seconds
+    interval = CHECK_INTERVAL
+    while True:
+        result = check()
+        if result is not None:
+            return result
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError('%s (waited %s seconds)' % (message, seconds))
+        ran = 0
+        for reactor in started_reactors():
+            ran += reactor.run_due()
+        if ran:
+            continue
+        pause = min(interval, remaining)
+        if conditions:
+            cond = conditions[0]
+            with cond:
+                cond.wait(pause)
+        else:
+            reactors = started_reactors()
+            if reactors:
+                reactors[0].wait_for_calls(pause)
+            else:
+                time.sleep(pause)
+        interval = min(interval * 2, 0.1)
+
+
+def _sync(obj):
+    """Begin a new transaction in ``obj``'s connection (sees new commits)."""
+    jar = getattr(obj, '_p_jar', None)
+    if jar is not None:
+        jar.transaction_manager.begin()
+
+
+class _Found:
+    """Wraps values a check returns that may be None."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def get_poll(dispatcher, count=None, seconds=6):
+    """Return the dispatcher's newest poll once it has made more than
+    ``count`` polls (default: the ones made so far).
+
+    With a test reactor, time flies one poll interval between checks.
+    """
+    if count is None:
+        count = len(dispatcher.polls)
+    reactor = dispatcher.reactor
+    testing_reactor = isinstance(reactor, Reactor) and reactor.running
+
+    def check():
+        if len(dispatcher.polls) > count:
+            return dispatcher.polls.first()
+        if testing_reactor:
+            reactor.time_flies(dispatcher.poll_interval)
+            if len(dispatcher.polls) > count:
+                return dispatcher.polls.first()
+        return None
+
+    cond = getattr(dispatcher, 'poll_condition', None)
+    return _wait(check, seconds, 'no poll! (dispatcher %s made %d polls)' % (
+        dispatcher.UUID, len(dispatcher.polls)),
+        (cond,) if cond is not None else ())
+
+
+def wait_for_result(job, seconds=6):
+    """Wait until ``job`` is COMPLETED and return its result."""
+    def check():
+        _sync(job)
+        if job.status == interfaces.COMPLETED:
+            return _Found(job.result)
+        return None
+    return _wait(check, seconds, 'job never completed: %r (status %s)'
+                 % (job, _status(job))).value
+
+
+def wait_for_start(job, seconds=6):
+    """Wait until ``job`` is ACTIVE or later."""
+    def check():
+        _sync(job)
+        if job.status in (interfaces.ACTIVE, interfaces.CALLBACKS,
+                          interfaces.COMPLETED):
+            return True
+        return None
+    _wait(check, seconds, 'job never started: %r (status %s)'
+          % (job, _status(job)))
+
+
+def wait_for_annotation(job, name, seconds=6):
+    """Wait until ``job.annotations`` has ``name``; return the value."""
+    def check():
+        _sync(job)
+        if name in job.annotations:
+            return _Found(job.annotations[name])
+        return None
+    return _wait(check, seconds, 'annotation %r never appeared on %r'
+                 % (name, job)).value
+
+
+def wait_for_deactivation(dispatcher, seconds=6):
+    """Wait until the dispatcher is completely deactivated (``activated``
+    is False)."""
+    def check():
+        return True if dispatcher.activated is False else None
+    _wait(check, seconds, 'dispatcher %s never deactivated (activated=%r)'
+          % (dispatcher.UUID, dispatcher.activated))
+
+
+def wait_for_death(da, seconds=6):
+    """Wait until the dispatcher record ``da`` (a queue's
+    ``DispatcherAgents``) is dead."""
+    def check():
+        _sync(da)
+        return True if da.dead else None
+    _wait(check, seconds, 'dispatcher record %s never died' % (
+        getattr(da, 'UUID', da),))
+
+
+def _status(job):
+    try:
+        return job.status
+    except Exception as e:  # pragma: no cover - diagnostics only
+        return '<%s>' % e
