@@ -177,8 +177,12 @@ class Failure:
 
     # -- tracebacks ------------------------------------------------------
 
-    def getTraceback(self, detail='default', elideFrameworkCode=False):
-        """The traceback text, ``brief``, ``default`` or ``verbose``."""
+    def getTraceback(self, detail='default', elideFrameworkCode=True):
+        """The traceback text, ``brief``, ``default`` or ``verbose``.
+
+        Frames of zasync's own job machinery are left out unless
+        ``elideFrameworkCode`` is false.
+        """
         frames = self.frames
         if elideFrameworkCode:
             frames = [f for f in frames if not f.is_framework]

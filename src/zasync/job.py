@@ -1,0 +1,1142 @@
+"""Jobs: persistent calls, their results, callbacks and retry policies.
+
+A ``Job`` stores a callable with its arguments.  Calling the job runs the
+callable and commits its result together with its effects, retrying what a
+retry policy says is worth retrying, then runs the callbacks.  See
+``docs/job.rst`` for the narrative.
+"""
+import datetime
+import io
+import logging
+import threading
+import types
+
+import BTrees.OOBTree
+import persistent
+import persistent.list
+import persistent.mapping
+import transaction
+import zope.component
+import zope.interface
+from ZODB._compat import PersistentPickler
+from ZODB._compat import _protocol
+
+from zasync import interfaces
+from zasync import local as zlocal
+from zasync import utils
+from zasync.failure import Failure
+from zasync.failure import isFailure
+from zasync.interfaces import ACTIVE
+from zasync.interfaces import ASSIGNED
+from zasync.interfaces import CALLBACKS
+from zasync.interfaces import COMPLETED
+from zasync.interfaces import NEW
+from zasync.interfaces import PENDING
+from zasync.utils import events_log
+from zasync.utils import trace_log
+
+# Stored status ids; NEW is refined into PENDING/ASSIGNED by the parent.
+_NEW, _ACTIVE, _CALLBACKS, _COMPLETED = range(4)
+_STATUS_BY_ID = {_ACTIVE: ACTIVE, _CALLBACKS: CALLBACKS,
+                 _COMPLETED: COMPLETED}
+_NO_SETUP = object()
+_TIME_TYPES = (datetime.datetime, datetime.timedelta)
+
+try:
+    from twisted.internet.defer import Deferred
+except ImportError:  # pragma: no cover - Twisted is a dependency
+    Deferred = None
+
+# --------------------------------------------------------------------------
+# Callables
+
+
+class _StoredPersistent:
+    """Stands in for persistent objects when checking picklability."""
+
+
+def _check_picklable(value, what):
+    """Raise a ValueError unless ``value`` pickles as the ZODB would do it.
+
+    Persistent objects are references in the database and always fine.
+    """
+    def persistent_id(obj):
+        if isinstance(obj, persistent.Persistent):
+            return id(obj)
+        return None
+    try:
+        PersistentPickler(persistent_id, io.BytesIO(), _protocol).dump(value)
+    except Exception as e:
+        raise ValueError('%s cannot be stored in the database: %s'
+                         % (what, e)) from None
+
+
+def _callable_problem(value):
+    """Why ``value`` cannot be a job's callable, or None if it can."""
+    if isinstance(value, types.FunctionType):
+        qualname = value.__qualname__
+        if value.__name__ == '<lambda>':
+            return 'it is a lambda; use a module-level function'
+        if '<locals>' in qualname:
+            return ('it is a nested function; define it at module level '
+                    'so that it can be imported')
+        if '.' in qualname:
+            return ('it is a function defined in a class; use a module-level '
+                    'function or a method of a persistent object')
+    if not callable(value):
+        return 'it is not callable'
+    if isinstance(value, (type, types.FunctionType,
+                          types.BuiltinFunctionType)):
+        try:
+            _check_picklable(value, 'it')
+        except ValueError:
+            return 'it cannot be imported by its name (%s.%s)' % (
+                getattr(value, '__module__', '?'),
+                getattr(value, '__qualname__', '?'))
+        return None
+    if isinstance(value, persistent.Persistent):
+        return None
+    return ('it is neither an importable function nor a method of a '
+            'persistent object nor a persistent object')
+
+
+def _split_callable(value):
+    """Return ``(root, name)`` to store for a callable (name None: direct)."""
+    self_obj = getattr(value, '__self__', None)
+    if self_obj is not None and not isinstance(self_obj, types.ModuleType):
+        if isinstance(value, (types.MethodType, types.BuiltinMethodType,
+                              types.MethodWrapperType)):
+            if isinstance(self_obj, type):
+                # A classmethod: store the (importable) class + name.
+                problem = _callable_problem(self_obj)
+            elif isinstance(self_obj, persistent.Persistent):
+                problem = None
+            else:
+                problem = ('it is a method of %s, which is not persistent; '
+                           'use a method of a persistent object or a '
+                           'module-level function' % type(self_obj).__name__)
+            if problem:
+                raise interfaces.UnpicklableCallableError(
+                    'cannot use %r as the callable of a job: %s'
+                    % (value, problem))
+            return self_obj, value.__name__
+    problem = _callable_problem(value)
+    if problem:
+        raise interfaces.UnpicklableCallableError(
+            'cannot use %r as the callable of a job: %s' % (value, problem))
+    return value, None
+
+
+def as_job(obj):
+    """``obj`` as an ``IJob``: itself if it is one, else a new ``Job``."""
+    job = interfaces.IJob(obj, None)
+    if job is None:
+        job = Job(obj)
+    return job
+
+
+def _prepare_callback(callback, failure_log_level, retry_policy_factory,
+                      parent):
+    """Make ``callback`` ready to be a callback of ``parent``."""
+    if not interfaces.ICallbackProxy.providedBy(callback):
+        callback = as_job(callback)
+        if failure_log_level is not None:
+            callback.failure_log_level = failure_log_level
+        elif callback.failure_log_level is None:
+            callback.failure_log_level = logging.CRITICAL
+        if retry_policy_factory is not None:
+            callback.retry_policy_factory = retry_policy_factory
+        elif callback.retry_policy_factory is None:
+            callback.retry_policy_factory = callback_retry_policy_factory
+    callback.parent = parent
+    return callback
+
+
+def _parent_status(obj, start):
+    """Status implied by the parent chain of a NEW job or proxy."""
+    seen = {id(start)}
+    while obj is not None and id(obj) not in seen:
+        if interfaces.IAgent.providedBy(obj):
+            return ASSIGNED
+        if interfaces.IQueue.providedBy(obj):
+            return PENDING
+        if not interfaces.IJob.providedBy(obj):
+            break
+        seen.add(id(obj))
+        obj = obj.parent
+    return NEW
+
+
+def _repr_call(root, name, args, kwargs):
+    call = utils.custom_repr(root)
+    if name is not None:
+        call += ' :' + name
+    parts = [utils.custom_repr(a) for a in args]
+    parts.extend('%s=%s' % (k, utils.custom_repr(v))
+                 for k, v in kwargs.items())
+    return '%s(%s)' % (call, ', '.join(parts))
+
+
+# --------------------------------------------------------------------------
+# The job
+
+
+@zope.interface.implementer(interfaces.IJob)
+class Job(utils.Base):
+    """A persistent call: ``Job(callable, *args, **kwargs)``."""
+
+    _status_id = _NEW
+    _callable_root = None
+    _callable_name = None
+    _result = None
+    _retry_policy = None
+    _begin_after = None
+    _begin_by = None
+    _quota_names = ()
+    key = None
+    retry_policy_factory = None
+    failure_log_level = None
+    assignerUUID = None
+    active_start = None
+    active_end = None
+
+    def __init__(*args, **kwargs):
+        if not args:
+            raise TypeError('Job needs a callable')
+        self, args = args[0], args[1:]
+        if not args:
+            raise TypeError('Job needs a callable')
+        self.args = persistent.list.PersistentList(args[1:])
+        self.kwargs = persistent.mapping.PersistentMapping(kwargs)
+        self.callable = args[0]
+        _check_picklable(
+            (list(args[1:]), kwargs),
+            'an argument of the job calling %r' % (args[0],))
+        self.callbacks = persistent.list.PersistentList()
+        self.annotations = BTrees.OOBTree.OOBTree()
+
+    @classmethod
+    def bind(cls, *args, **kwargs):
+        """A job whose callable receives the job itself as first argument."""
+        job = cls(*args, **kwargs)
+        job.args.insert(0, job)
+        return job
+
+    # -- the callable ----------------------------------------------------
+
+    @property
+    def callable(self):
+        if self._callable_name is None:
+            return self._callable_root
+        return getattr(self._callable_root, self._callable_name)
+
+    @callable.setter
+    def callable(self, value):
+        if self._status_id != _NEW or self.status != NEW:
+            raise interfaces.BadStatusError(
+                'can only set callable when a job has NEW status')
+        root, name = _split_callable(value)
+        self._callable_root = root
+        self._callable_name = name
+        if (interfaces.IJob.providedBy(root) and root is not self
+                and root.parent is None):
+            root.parent = self
+
+    # -- status and result -----------------------------------------------
+
+    @property
+    def status(self):
+        if self._status_id == _NEW:
+            return _parent_status(self.parent, self)
+        return _STATUS_BY_ID[self._status_id]
+
+    @property
+    def result(self):
+        return self._result
+
+    # -- scheduling attributes ---------------------------------------------
+
+    @property
+    def begin_after(self):
+        return self._begin_after
+
+    @begin_after.setter
+    def begin_after(self, value):
+        if self.status != NEW:
+            raise interfaces.BadStatusError(
+                'can only set begin_after when a job has NEW status')
+        self._begin_after = utils.to_utc(value, 'begin_after')
+
+    @property
+    def begin_by(self):
+        return self._begin_by
+
+    @begin_by.setter
+    def begin_by(self, value):
+        if self.status not in (NEW, PENDING):
+            raise interfaces.BadStatusError(
+                'can only set begin_by when a job has NEW or PENDING status')
+        if value is not None:
+            if not isinstance(value, datetime.timedelta):
+                raise TypeError('begin_by must be a timedelta, not %r'
+                                % (value,))
+            if value < datetime.timedelta(0):
+                raise ValueError('begin_by must not be negative: %r'
+                                 % (value,))
+        self._begin_by = value
+
+    @property
+    def quota_names(self):
+        return self._quota_names
+
+    @quota_names.setter
+    def quota_names(self, value):
+        if isinstance(value, (str, bytes)):
+            raise TypeError('provide an iterable of names, not the string %r'
+                            % (value,))
+        value = tuple(value)
+        for name in value:
+            if not isinstance(name, str):
+                raise TypeError('quota names must be strings, not %r'
+                                % (name,))
+        status = self.status
+        if status == PENDING:
+            quotas = self.queue.quotas
+            for name in value:
+                if name not in quotas:
+                    raise ValueError('unknown quota name', name)
+        elif status != NEW:
+            raise interfaces.BadStatusError(
+                'can only set quota_names when a job has NEW or PENDING '
+                'status')
+        self._quota_names = value
+
+    @property
+    def initial_callbacks_end(self):
+        if self.key:
+            return utils.long_to_dt(self.key)
+        return self.key
+
+    # -- where the job is ------------------------------------------------
+
+    @property
+    def queue(self):
+        obj = self.parent
+        seen = {id(self)}
+        while obj is not None and id(obj) not in seen:
+            if interfaces.IQueue.providedBy(obj):
+                return obj
+            if not (interfaces.IAbstractJob.providedBy(obj)
+                    or interfaces.IAgent.providedBy(obj)
+                    or interfaces.IDispatcherAgents.providedBy(obj)):
+                return None
+            seen.add(id(obj))
+            obj = obj.parent
+        return None
+
+    @property
+    def agent(self):
+        obj = self.parent
+        seen = {id(self)}
+        while interfaces.IJob.providedBy(obj) and id(obj) not in seen:
+            seen.add(id(obj))
+            obj = obj.parent
+        if interfaces.IAgent.providedBy(obj):
+            return obj
+        return None
+
+    def __repr__(self):
+        try:
+            call = _repr_call(self._callable_root, self._callable_name,
+                              self.args, self.kwargs)
+        except Exception:
+            call = '?'
+        return '<%s ``%s``>' % (utils.custom_repr(self), call)
+
+    # -- hooks -----------------------------------------------------------
+
+    def setUp(self):
+        """Called before each attempt; the result is passed to tearDown."""
+        return None
+
+    def tearDown(self, setup_info):
+        """Called after each attempt (after its commit or abort)."""
+
+    # -- callbacks -------------------------------------------------------
+
+    def addCallback(self, callback, failure_log_level=None,
+                    retry_policy_factory=None):
+        callback = _prepare_callback(
+            callback, failure_log_level, retry_policy_factory, self)
+        self.callbacks.append(callback)
+        if self._status_id == _COMPLETED:
+            chosen = callback
+            if interfaces.ICallbackProxy.providedBy(callback):
+                chosen = callback.getJob(self.result)
+            chosen(self.result)   # commits
+        else:
+            # Conflict with a concurrent change of status, so that the
+            # adder retries and then sees the job COMPLETED.
+            self._p_changed = True
+        return callback
+
+    def addCallbacks(self, success=None, failure=None,
+                     failure_log_level=None, retry_policy_factory=None):
+        return self.addCallback(SuccessFailureCallbackProxy(
+            success, failure, failure_log_level=failure_log_level,
+            retry_policy_factory=retry_policy_factory))
+
+    # -- retry policy ----------------------------------------------------
+
+    def getRetryPolicy(self):
+        policy = self._retry_policy
+        if policy is None:
+            factory = self.retry_policy_factory
+            if factory is None:
+                policy = zope.component.queryAdapter(
+                    self, interfaces.IRetryPolicy)
+                if policy is None:
+                    policy = RetryCommonFourTimes(self)
+            elif isinstance(factory, str):
+                policy = zope.component.getAdapter(
+                    self, interfaces.IRetryPolicy, factory)
+            else:
+                policy = factory(self)
+            self._retry_policy = policy
+        return policy
+
+    def _getRetry(self, call_name, tm, *args):
+        # Past its deadline a job is not tried again (zc.async had the
+        # comparison the wrong way round).
+        if (self.begin_after is not None and self.begin_by is not None
+                and self.begin_after + self.begin_by < utils.now()):
+            return False
+        policy = utils.never_fail(
+            self.getRetryPolicy,
+            'getting retry policy for %r' % (self,), tm)
+        call = getattr(policy, call_name, None)
+        if call is None:
+            events_log.error('retry policy %r for %r does not have required '
+                             '%s method', policy, self, call_name)
+            return None
+        identifier = 'getting %s retry for %r' % (call_name, self)
+        result = utils.never_fail(lambda: call(*args), identifier, tm)
+        self._check_reassigned((ACTIVE,))
+        return result
+
+    # -- reassignment ----------------------------------------------------
+
+    def _check_reassigned(self, expected):
+        status = self.status
+        reassigned = status not in expected
+        if not reassigned:
+            agent = self.parent
+            agent_name = zlocal.getAgentName()
+            if (agent_name is not None
+                    and interfaces.IAgent.providedBy(agent)
+                    and not interfaces.IJob.providedBy(self._result)):
+                dispatcher = zlocal.getDispatcher()
+                record = getattr(agent, 'parent', None)
+                if (getattr(agent, 'name', None) != agent_name
+                        or (dispatcher is not None and record is not None
+                            and getattr(record, 'UUID', None)
+                            != dispatcher.UUID)):
+                    reassigned = True
+        if reassigned:
+            events_log.error(
+                '%r was reassigned.  Likely cause was that polling was '
+                'unable to occur as regularly as expected, perhaps because '
+                'of long commit times in the application.', self)
+            raise interfaces.ReassignedError()
+
+    # -- running ---------------------------------------------------------
+
+    def __call__(self, *args, **kwargs):
+        statuses = (NEW, ASSIGNED)
+        if self.status not in statuses:
+            raise interfaces.BadStatusError(
+                'can only call a job with NEW or ASSIGNED status')
+        tm = utils.transaction_manager(self)
+        previous_job = zlocal.local.job
+        try:
+            return self._call(tm, statuses, args, kwargs)
+        finally:
+            zlocal.local.job = previous_job
+
+    def _call(self, tm, statuses, args, kwargs):
+
+        def prepare():
+            self._check_reassigned(statuses)
+            self._status_id = _ACTIVE
+            self.active_start = utils.now()
+            effective_args = list(self.args)
+            effective_args.extend(args)
+            effective_kwargs = dict(self.kwargs)
+            effective_kwargs.update(kwargs)
+            return effective_args, effective_kwargs
+
+        effective_args, effective_kwargs = utils.never_fail(
+            prepare, 'preparing %r' % (self,), tm)
+        data_cache = {}
+        while True:
+            zlocal.local.job = self
+            setup_info = _NO_SETUP
+            try:
+                setup_info = self.setUp()
+                res = self.callable(*effective_args, **effective_kwargs)
+            except utils.EXPLOSIVE_ERRORS:
+                tm.abort()
+                self._tear_down(setup_info, tm)
+                raise
+            except Exception:
+                res = Failure()
+                tm.abort()
+                self._tear_down(setup_info, tm)
+                retry = self._getRetry('jobError', tm, res, data_cache)
+                if isinstance(retry, _TIME_TYPES):
+                    if self._reschedule_now(retry, data_cache, tm):
+                        return self
+                elif retry:
+                    continue
+            # The result, and with it the callable's effects, commit now.
+            try:
+                run_callbacks = self._set_result(res, tm, data_cache)
+            except utils.EXPLOSIVE_ERRORS:
+                tm.abort()
+                self._tear_down(setup_info, tm)
+                raise
+            except Exception:
+                failure = Failure()
+                tm.abort()
+                self._tear_down(setup_info, tm)
+                retry = self._getRetry('commitError', tm, failure, data_cache)
+                if isinstance(retry, _TIME_TYPES):
+                    if self._reschedule_now(retry, data_cache, tm):
+                        return self
+                elif retry:
+                    continue
+                self._log_discarded_outcome(res, failure)
+                self._store_commit_failure(failure, data_cache, tm)
+                res = failure
+                run_callbacks = True
+            else:
+                self._tear_down(setup_info, tm)
+            if run_callbacks:
+                self._log_completion(res)
+                utils.never_fail(self.resumeCallbacks,
+                                 'performing callbacks of %r' % (self,), tm)
+            return res
+
+    def _tear_down(self, setup_info, tm):
+        if setup_info is _NO_SETUP:
+            return   # setUp failed: there is nothing to tear down
+        utils.try_five_times(lambda: self.tearDown(setup_info),
+                             'tearing down %r' % (self,), tm, commit=False)
+
+    def _reschedule_now(self, when, data_cache, tm):
+        return utils.never_fail(
+            lambda: self._reschedule(when, data_cache),
+            'rescheduling %r' % (self,), tm) is not None
+
+    def _store_commit_failure(self, failure, data_cache, tm):
+        def store():
+            self._check_reassigned((ACTIVE,))
+            self._result = failure
+            self._status_id = _CALLBACKS
+            self.active_end = utils.now()
+            if self._retry_policy is not None and data_cache:
+                self._retry_policy.updateData(data_cache)
+        utils.never_fail(store, 'storing commit failure of %r' % (self,), tm)
+
+    def _log_discarded_outcome(self, res, failure):
+        if isinstance(res, Failure):
+            events_log.log(
+                self._failure_level(),
+                'Commit failed for %r (see subsequent traceback).  Prior to '
+                'this, job failed with traceback:\n%s', self,
+                res.getTraceback(detail='verbose', elideFrameworkCode=True))
+        else:
+            events_log.info(
+                'Commit failed for %r (see subsequent traceback).  Prior to '
+                'this, job succeeded with result: %r', self, res)
+        events_log.log(self._failure_level(), 'The commit failed with:\n%s',
+                       failure.getTraceback())
+
+    def _failure_level(self):
+        if self.failure_log_level is None:
+            return logging.ERROR
+        return self.failure_log_level
+
+    def _log_completion(self, res):
+        where = ''
+        if zlocal.getDispatcher() is not None:
+            where = ' in thread %s' % threading.get_ident()
+        if isinstance(res, Failure):
+            events_log.log(
+                self._failure_level(), '%r failed%s with traceback:\n%s',
+                self, where,
+                res.getTraceback(detail='verbose', elideFrameworkCode=True))
+        else:
+            trace_log.info('%r succeeded%s with result:\n%r',
+                           self, where, res)
+
+    def _set_result(self, res, tm, data_cache=None):
+        """Store the result and commit; return whether callbacks are due."""
+        run_callbacks = True
+        if interfaces.IJob.providedBy(res):
+            # Wait for the inner job; it calls us back with its result.
+            res.addCallback(self._callback)
+            self._result = res
+            run_callbacks = False
+        elif Deferred is not None and isinstance(res, Deferred):
+            res.addBoth(_DeferredResult(self))
+            run_callbacks = False
+        else:
+            self._result = res
+            self._status_id = _CALLBACKS
+            self.active_end = utils.now()
+        if self._retry_policy is not None and data_cache:
+            self._retry_policy.updateData(data_cache)
+        tm.commit()
+        return run_callbacks
+
+    def _callback(self, res):
+        """Receive the result of an inner job (or Deferred)."""
+        tm = utils.transaction_manager(self)
+        if self._status_id == _ACTIVE:
+            self._set_result(res, tm)
+            self._log_completion(res)
+        if self._status_id == _CALLBACKS:
+            self.resumeCallbacks()
+
+    # -- failing, callbacks, interrupts ------------------------------------
+
+    def fail(self, e=None):
+        """Fail a job that has not run: callbacks get a ``Failure``."""
+        status = self.status
+        if status in (ACTIVE, COMPLETED):
+            raise interfaces.BadStatusError(
+                'can only call fail on a job with NEW, PENDING, ASSIGNED, '
+                'or CALLBACKS status')
+        if status == CALLBACKS:
+            self.resumeCallbacks()
+            return
+        if e is None:
+            e = interfaces.TimeoutError()
+        if status == PENDING:
+            self.queue.remove(self)
+        tm = utils.transaction_manager(self)
+        failure = Failure(e)
+        self._result = failure
+        self._status_id = _CALLBACKS
+        self.active_end = utils.now()
+        tm.commit()
+        self._log_completion(failure)
+        self.resumeCallbacks()
+
+    def resumeCallbacks(self):
+        """Run the callbacks that still have to run; then COMPLETED."""
+        if self._status_id != _CALLBACKS:
+            raise interfaces.BadStatusError(
+                'can only resumeCallbacks on a job with CALLBACKS status')
+        self._check_reassigned((CALLBACKS,))
+        tm = utils.transaction_manager(self)
+        done = 0
+        while True:
+            callbacks = list(self.callbacks)[done:]
+            if not callbacks:
+                break
+            for callback in callbacks:
+                self._check_reassigned((CALLBACKS,))
+                self._run_callback(callback)
+            done += len(callbacks)
+            tm.begin()   # see callbacks added meanwhile by others
+        self._status_id = _COMPLETED
+        if interfaces.IAgent.providedBy(self.parent):
+            self.parent.jobCompleted(self)
+        tm.commit()
+
+    def _run_callback(self, callback):
+        if interfaces.ICallbackProxy.providedBy(callback):
+            callback = callback.getJob(self.result)
+        status = callback.status
+        if status in (NEW, PENDING, ASSIGNED):
+            if (callback.begin_after is not None
+                    and callback.begin_by is not None
+                    and callback.begin_after + callback.begin_by
+                    < utils.now()):
+                events_log.error('failing expired callback %r to %r',
+                                 callback, self)
+                callback.fail()
+            else:
+                trace_log.debug('starting callback %r to %r', callback, self)
+                callback(self.result)
+        elif status == ACTIVE:
+            callback.handleCallbackInterrupt(self)
+        elif status == CALLBACKS:
+            callback.resumeCallbacks()
+
+    def handleInterrupt(self):
+        """Called (through a wrapper job) after the job's dispatcher died."""
+        status = self.status
+        if status == ACTIVE:
+            tm = utils.transaction_manager(self)
+            retry = self._getRetry('interrupted', tm)
+            queue = self.queue
+            if isinstance(retry, _TIME_TYPES):
+                self._reschedule(retry, queue=queue)
+            elif retry:
+                self._reschedule(datetime.timedelta(0), queue=queue)
+            else:
+                failure = Failure(interfaces.AbortedError())
+                self._set_result(failure, tm)
+                self._log_completion(failure)
+                self.resumeCallbacks()
+        elif status == CALLBACKS:
+            self.resumeCallbacks()
+        else:
+            raise interfaces.BadStatusError(
+                'can only handle an interrupt of a job with ACTIVE or '
+                'CALLBACKS status')
+
+    def handleCallbackInterrupt(self, caller):
+        """Deal with this callback having been interrupted while running."""
+        if self._status_id != _ACTIVE:
+            raise interfaces.BadStatusError(
+                'can only handleCallbackInterrupt on a job with ACTIVE status')
+        if caller.status != CALLBACKS:
+            raise interfaces.BadStatusError(
+                'can only handleCallbackInterrupt with caller in CALLBACKS '
+                'status')
+        tm = utils.transaction_manager(self)
+        result = self._result
+        if interfaces.IJob.providedBy(result):
+            if result.status == COMPLETED:
+                events_log.warning(
+                    'Callback %r to %r: its inner job %r had completed but '
+                    'the callback had not received the result; '
+                    'adopting it.', self, caller, result)
+                self._callback(result.result)
+            return   # otherwise the inner job will call us back
+        retry = self._getRetry('interrupted', tm)
+        if isinstance(retry, _TIME_TYPES):
+            events_log.error(
+                'retry policy for callback %r returned a time (%r); callbacks '
+                'cannot be rescheduled, retrying now', self, retry)
+            retry = True
+        if retry:
+            trace_log.debug('retrying interrupted callback %r to %r',
+                            self, caller)
+            self._status_id = _NEW
+            self.active_start = None
+            tm.commit()
+            self(caller.result)
+        else:
+            trace_log.debug('aborting interrupted callback %r to %r',
+                            self, caller)
+            failure = Failure(interfaces.AbortedError())
+            self._set_result(failure, tm)
+            self._log_completion(failure)
+            self.resumeCallbacks()
+
+    def _reschedule(self, when, data_cache=None, queue=None):
+        if not isinstance(when, _TIME_TYPES):
+            raise TypeError('when must be a datetime or timedelta, not %r'
+                            % (when,))
+        if queue is None:
+            agent = self.parent
+            if not interfaces.IAgent.providedBy(agent):
+                events_log.critical(
+                    'can only reschedule a job directly in an agent: %r',
+                    self)
+                return None
+            queue = agent.queue
+        if data_cache and self._retry_policy is not None:
+            self._retry_policy.updateData(data_cache)
+        self._status_id = _NEW
+        self.active_start = None
+        if interfaces.IAgent.providedBy(self.parent):
+            self.parent.remove(self)
+        self.parent = None
+        current = utils.now()
+        if isinstance(when, datetime.datetime):
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=utils.UTC)
+            when = when.astimezone(utils.UTC)
+        else:
+            when = current + when
+        if when <= current:
+            if self._begin_after is None:
+                self._begin_after = current
+            queue.putBack(self)
+        else:
+            queue.put(self, begin_after=when)
+        return self
+
+
+class _DeferredResult:
+    """Commits the result of a Deferred returned by a job's callable.
+
+    Called in whatever thread fires the Deferred; works in a connection of
+    its own, retrying conflicts.
+    """
+
+    def __init__(self, job):
+        self.db = job._p_jar.db()
+        self.oid = job._p_oid
+
+    def __call__(self, result):
+        try:
+            from twisted.python.failure import Failure as TwistedFailure
+        except ImportError:  # pragma: no cover
+            TwistedFailure = ()
+        if isinstance(result, TwistedFailure):
+            result = Failure(result.value, result.type,
+                             result.getTracebackObject())
+        tm = transaction.TransactionManager()
+        conn = self.db.open(transaction_manager=tm)
+        try:
+            job = conn.get(self.oid)
+            utils.never_fail(lambda: job._callback(result),
+                             'committing Deferred result of %r' % (job,), tm)
+        finally:
+            tm.abort()
+            conn.close()
+        return None
+
+
+# --------------------------------------------------------------------------
+# Callback proxies
+
+
+def _pass_through(result):
+    """The callback a proxy runs when it has no job for a result."""
+    return result
+
+
+@zope.interface.implementer(interfaces.ICallbackProxy)
+class ConditionalCallbackProxy(utils.Base):
+    """A callback that picks its job by testing the result.
+
+    ``ConditionalCallbackProxy((condition, job), ..., default)``: the first
+    pair whose ``condition(result)`` is true gives the job; else ``default``;
+    with no job, the result passes through unchanged.
+    """
+
+    job = None
+
+    def __init__(self, *conditionals, failure_log_level=None,
+                 retry_policy_factory=None):
+        conditionals = list(conditionals)
+        default = None
+        if conditionals and not isinstance(conditionals[-1], (tuple, list)):
+            default = conditionals.pop()
+        self.failure_log_level = failure_log_level
+        self.retry_policy_factory = retry_policy_factory
+        prepared = persistent.list.PersistentList()
+        for pair in conditionals:
+            condition, job = pair
+            if not callable(condition):
+                raise TypeError('condition %r is not callable' % (condition,))
+            prepared.append((condition, self._prepare(job)))
+        self.conditionals = prepared
+        self.default = self._prepare(default)
+        self.callbacks = persistent.list.PersistentList()
+
+    def _prepare(self, job):
+        if job is None:
+            return None
+        return _prepare_callback(
+            job, self.failure_log_level, self.retry_policy_factory, self)
+
+    def getJob(self, result):
+        if self.job is None:
+            chosen = self.default
+            for condition, job in self.conditionals:
+                if condition(result):
+                    chosen = job
+                    break
+            if chosen is None:
+                chosen = self._prepare(Job(_pass_through))
+            for callback in self.callbacks:
+                chosen.addCallback(callback)
+            self.job = chosen
+        return self.job
+
+    @property
+    def status(self):
+        if self.job is None:
+            return _parent_status(self.parent, self)
+        return self.job.status
+
+    @property
+    def result(self):
+        if self.job is None:
+            return None
+        return self.job.result
+
+    def addCallback(self, callback, failure_log_level=None,
+                    retry_policy_factory=None):
+        if self.job is not None:
+            return self.job.addCallback(
+                callback, failure_log_level, retry_policy_factory)
+        callback = _prepare_callback(
+            callback, failure_log_level, retry_policy_factory, self)
+        self.callbacks.append(callback)
+        self._p_changed = True
+        return callback
+
+    def addCallbacks(self, success=None, failure=None,
+                     failure_log_level=None, retry_policy_factory=None):
+        return self.addCallback(SuccessFailureCallbackProxy(
+            success, failure, failure_log_level=failure_log_level,
+            retry_policy_factory=retry_policy_factory))
+
+    def __repr__(self):
+        return '<%s>' % utils.custom_repr(self)
+
+
+class SuccessFailureCallbackProxy(ConditionalCallbackProxy):
+    """Runs ``failure`` for a ``Failure`` result, ``success`` otherwise."""
+
+    def __init__(self, success, failure, failure_log_level=None,
+                 retry_policy_factory=None):
+        super().__init__(
+            (isFailure, failure), success,
+            failure_log_level=failure_log_level,
+            retry_policy_factory=retry_policy_factory)
+
+    @property
+    def success(self):
+        return self.default
+
+    @property
+    def failure(self):
+        return self.conditionals[0][1]
+
+
+# --------------------------------------------------------------------------
+# Retry policies
+
+
+class _Rule:
+    """How a retry policy treats one family of exceptions."""
+
+    def __init__(self, exceptions, key, max_count, initial_backoff,
+                 incremental_backoff, max_backoff):
+        self.exceptions = exceptions
+        self.key = key
+        self.max_count = max_count
+        self.initial_backoff = initial_backoff
+        self.incremental_backoff = incremental_backoff
+        self.max_backoff = max_backoff
+
+    def backoff(self, count):
+        return min(self.max_backoff, self.initial_backoff
+                   + (count - 1) * self.incremental_backoff)
+
+
+TRANSACTION_RULE = _Rule(utils.TRANSACTION_ERRORS, 'transaction_error', 5,
+                         0, 0, 0)
+DISCONNECTED_RULE = _Rule((utils.ClientDisconnected,), 'zeo_disconnected',
+                          None, 5, 5, 60)
+
+
+@zope.interface.implementer(interfaces.IRetryPolicy)
+class RetryCommonFourTimes(persistent.Persistent):
+    """The default for queued jobs.
+
+    Conflicts and other transaction errors: 5 attempts in all.  A lost
+    ZEO connection: retried forever, pausing 5, 10, ... up to 60 seconds.
+    Other errors: no retry.  Interruptions: 9 retries (10 attempts).
+    """
+
+    internal_exceptions = (TRANSACTION_RULE, DISCONNECTED_RULE)
+    transaction_exceptions = internal_exceptions
+    max_interruptions = 9
+    log_every = 5
+
+    def __init__(self, job):
+        self.parent = self.__parent__ = job
+        self.data = BTrees.OOBTree.OOBTree()
+
+    def updateData(self, data_cache):
+        for key, value in data_cache.items():
+            if key == 'first_active' and 'first_active' in self.data:
+                continue
+            self.data[key] = value
+
+    def jobError(self, failure, data_cache):
+        return self._process(failure, data_cache, self.internal_exceptions)
+
+    def commitError(self, failure, data_cache):
+        return self._process(failure, data_cache, self.transaction_exceptions)
+
+    def _process(self, failure, data_cache, rules):
+        for rule in rules:
+            if failure.check(*rule.exceptions) is None:
+                continue
+            count = data_cache.get(rule.key, 0) + 1
+            data_cache[rule.key] = count
+            data_cache['last_' + rule.key] = failure
+            if 'first_active' not in data_cache:
+                data_cache['first_active'] = self.parent.active_start
+            if rule.max_count is not None and count >= rule.max_count:
+                trace_log.warning(
+                    'Retry policy for %r is not retrying after %d counts of '
+                    '%s occurrences', self.parent, count, rule.key)
+                return False
+            if count == 1 or not count % self.log_every:
+                trace_log.warning(
+                    'Retry policy for %r requests another attempt after %d '
+                    'counts of %s occurrences', self.parent, count, rule.key)
+            backoff = rule.backoff(count)
+            if backoff > 0:
+                utils.sleep(backoff)
+            return True
+        return False
+
+    def interrupted(self):
+        if 'first_active' not in self.data:
+            self.data['first_active'] = self.parent.active_start
+        count = self.data['interruptions'] = self.data.get('interruptions',
+                                                           0) + 1
+        if self.max_interruptions is None or count <= self.max_interruptions:
+            if count == 1 or not count % self.log_every:
+                trace_log.info(
+                    'Retry policy for %r requests another attempt after %d '
+                    'interrupts', self.parent, count)
+            return True
+        trace_log.info(
+            'Retry policy for %r is not retrying after %d interrupts',
+            self.parent, count)
+        return False
+
+
+class RetryCommonForever(RetryCommonFourTimes):
+    """The default for callbacks and interrupt wrappers: they must finish.
+
+    Transaction errors and lost connections are retried forever; so is any
+    other error while committing, pausing 0, 1, 2, ... up to 60 seconds
+    and logging CRITICAL (at the first and every fifth time).
+    """
+
+    internal_exceptions = (
+        _Rule(utils.TRANSACTION_ERRORS, 'transaction_error', None, 0, 0, 0),
+        DISCONNECTED_RULE)
+    transaction_exceptions = internal_exceptions
+    max_interruptions = None
+    other_commit_initial_backoff = 0
+    other_commit_incremental_backoff = 1
+    other_commit_max_backoff = 60
+
+    def commitError(self, failure, data_cache):
+        if super().commitError(failure, data_cache):
+            return True
+        count = data_cache['other'] = data_cache.get('other', 0) + 1
+        data_cache['last_other'] = failure
+        if 'first_active' not in data_cache:
+            data_cache['first_active'] = self.parent.active_start
+        if count == 1 or not count % self.log_every:
+            events_log.critical(
+                'Retry policy for %r requests another attempt after %d '
+                'counts of other commit errors:\n%s', self.parent, count,
+                failure.getTraceback())
+        backoff = min(self.other_commit_max_backoff,
+                      self.other_commit_initial_backoff
+                      + (count - 1) * self.other_commit_incremental_backoff)
+        if backoff > 0:
+            utils.sleep(backoff)
+        return True
+
+
+@zope.interface.implementer(interfaces.IRetryPolicy)
+class NeverRetry(persistent.Persistent):
+    """Never retry anything."""
+
+    def __init__(self, job):
+        self.parent = self.__parent__ = job
+
+    def updateData(self, data_cache):
+        pass
+
+    def jobError(self, failure, data_cache):
+        return False
+
+    def commitError(self, failure, data_cache):
+        return False
+
+    def interrupted(self):
+        return False
+
+
+class RetryWithBackoff(RetryCommonFourTimes):
+    """Retry application errors later, with exponential backoff.
+
+    ``RetryWithBackoff(max_attempts=5, base=1, cap=300, jitter=True,
+    exceptions=(Exception,))`` is a factory: pass it as a job's
+    ``retry_policy_factory``.  When the callable raises one of
+    ``exceptions``, the job goes back to its queue to run again after
+    ``base * 2 ** (n - 1)`` seconds (at most ``cap``; with ``jitter``, a
+    random time between half that and that), until ``max_attempts``
+    attempts were made.  The worker thread is free meanwhile.  Transaction
+    errors, lost connections and interruptions are treated as by
+    ``RetryCommonFourTimes``.
+    """
+
+    def __init__(self, max_attempts=5, base=1.0, cap=300.0, jitter=True,
+                 exceptions=(Exception,), job=None):
+        if interfaces.IJob.providedBy(max_attempts):
+            # The class itself used as a factory: default settings.
+            job, max_attempts = max_attempts, 5
+        if max_attempts < 1:
+            raise ValueError('max_attempts must be at least 1')
+        if base <= 0 or cap <= 0:
+            raise ValueError('base and cap must be positive')
+        self.max_attempts = max_attempts
+        self.base = base
+        self.cap = cap
+        self.jitter = jitter
+        self.exceptions = tuple(exceptions)
+        self.parent = self.__parent__ = job
+        self.data = BTrees.OOBTree.OOBTree()
+
+    def __call__(self, job):
+        """Used as a factory: a fresh policy with these settings for job."""
+        return type(self)(self.max_attempts, self.base, self.cap,
+                          self.jitter, self.exceptions, job)
+
+    def delay(self, attempt):
+        """Seconds to wait after failed attempt number ``attempt``."""
+        delay = min(self.cap, self.base * 2 ** (attempt - 1))
+        if self.jitter:
+            import random
+            delay = random.uniform(delay / 2, delay)
+        return delay
+
+    def jobError(self, failure, data_cache):
+        retry = super().jobError(failure, data_cache)
+        if retry or failure.check(*self.exceptions) is None:
+            return retry
+        attempts = self.data['attempts'] = self.data.get('attempts', 0) + 1
+        if attempts >= self.max_attempts:
+            trace_log.warning(
+                'Retry policy for %r is not retrying after %d attempts',
+                self.parent, attempts)
+            return False
+        delay = self.delay(attempts)
+        trace_log.warning(
+            'Retry policy for %r: attempt %d failed with %s; trying again '
+            'in %.3f seconds', self.parent, attempts, failure.type_name,
+            delay)
+        return datetime.timedelta(seconds=delay)
+
+
+def callback_retry_policy_factory(job):
+    """The retry policy of a callback: the ``'callback'`` adapter, if any,
+    else ``RetryCommonForever``."""
+    policy = zope.component.queryAdapter(job, interfaces.IRetryPolicy,
+                                         'callback')
+    if policy is None:
+        policy = RetryCommonForever(job)
+    return policy
