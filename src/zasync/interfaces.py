@@ -491,3 +491,54 @@ class IProgressableJob(IJob):
     """A job that reports how far it got."""
 
     percent = zope.interface.Attribute('Progress in percent (0-100), or None.')
+
+
+# --------------------------------------------------------------------------
+# Runners and background threads (zasync.runner, zasync.background)
+
+class IMainLoop(zope.interface.Interface):
+    """Calls a worker once per tick, one transaction per call."""
+
+    app = zope.interface.Attribute('The site set while the loop runs.')
+    ticks = zope.interface.Attribute('Default pause between calls (s).')
+    worker = zope.interface.Attribute('The callable, called without args.')
+    principal = zope.interface.Attribute(
+        'None, a principal id, a principal, or a callable returning one.')
+    once = zope.interface.Attribute('Call the worker only once.')
+    running = zope.interface.Attribute('True while the loop runs.')
+
+    def __call__():
+        """Run the loop until stopped; return the worker's last result."""
+
+    def stop():
+        """Stop after the current call (at once when waiting); safe from
+        other threads and signal handlers."""
+
+
+class IConfigValue(zope.interface.Interface):
+    """A configuration value looked up when called."""
+
+    def __call__():
+        """Return the value; raise LookupError when it is not configured."""
+
+
+class IBackgroundWorkerThread(zope.interface.Interface):
+    """A thread that works on a site of a ZODB in units of work."""
+
+    site_db = zope.interface.Attribute('The database holding the site.')
+    site_oid = zope.interface.Attribute('The oid of the site.')
+    site_name = zope.interface.Attribute('The name of the site (for logs).')
+    user_name = zope.interface.Attribute(
+        'The user recorded in the transactions and, when the site can look'
+        ' the id up, the principal of the interaction.')
+
+    def scheduleNextWork():
+        """Wait until work is available; return False to end the thread."""
+
+    def doWork():
+        """Do one unit of work, with a connection, the site and an
+        interaction; committed on success, aborted on error."""
+
+    def doCleanup():
+        """Clean up after ``doWork`` (also after an error), in its own
+        transaction, with the site still set."""
