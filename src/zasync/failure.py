@@ -212,13 +212,13 @@ class Failure:
             raise ValueError(
                 "detail must be 'brief', 'default' or 'verbose', not %r"
                 % (detail,))
-        return '\n'.join(lines) + '\n'
+        return '\n'.join(lines)
 
     def getBriefTraceback(self):
         return self.getTraceback(detail='brief')
 
     def printTraceback(self, file=None, detail='default'):
-        (file or sys.stdout).write(self.getTraceback(detail=detail))
+        (file or sys.stdout).write(self.getTraceback(detail=detail) + '\n')
 
     def __repr__(self):
         return '<zasync.Failure %s: %s>' % (self.type_name, self.message)

@@ -951,7 +951,9 @@ class RetryCommonFourTimes(persistent.Persistent):
     Other errors: no retry.  Interruptions: 9 retries (10 attempts).
     """
 
-    internal_exceptions = (TRANSACTION_RULE, DISCONNECTED_RULE)
+    # A lost ZEO connection is also a transient transaction error: its own
+    # rule must come first.
+    internal_exceptions = (DISCONNECTED_RULE, TRANSACTION_RULE)
     transaction_exceptions = internal_exceptions
     max_interruptions = 9
     log_every = 5
@@ -1022,8 +1024,8 @@ class RetryCommonForever(RetryCommonFourTimes):
     """
 
     internal_exceptions = (
-        _Rule(utils.TRANSACTION_ERRORS, 'transaction_error', None, 0, 0, 0),
-        DISCONNECTED_RULE)
+        DISCONNECTED_RULE,
+        _Rule(utils.TRANSACTION_ERRORS, 'transaction_error', None, 0, 0, 0))
     transaction_exceptions = internal_exceptions
     max_interruptions = None
     other_commit_initial_backoff = 0
