@@ -160,7 +160,10 @@ def _parent_status(obj, start):
             return ASSIGNED
         if interfaces.IQueue.providedBy(obj):
             return PENDING
-        if not interfaces.IJob.providedBy(obj):
+        if (not interfaces.IJob.providedBy(obj)
+                or getattr(obj, '_status_id', _NEW) != _NEW):
+            # A callback of a job that has started is simply NEW, wherever
+            # that job is (e.g. under an interrupt wrapper in a queue).
             break
         seen.add(id(obj))
         obj = obj.parent

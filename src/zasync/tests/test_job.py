@@ -1,0 +1,577 @@
+"""Edge cases of jobs, including the zc.async defects zasync fixes."""
+import datetime
+import logging
+import operator
+import pickle
+import shutil
+import tempfile
+import threading
+import unittest
+
+import persistent
+import transaction
+import ZODB
+import ZODB.FileStorage
+import ZODB.POSException
+import zope.component.testing
+import zope.interface
+from zope.testing.loggingsupport import InstalledHandler
+
+from zasync import interfaces
+from zasync import local
+from zasync import utils
+from zasync.failure import Failure
+from zasync.job import ConditionalCallbackProxy
+from zasync.job import Job
+from zasync.job import NeverRetry
+from zasync.job import RetryCommonFourTimes
+from zasync.job import RetryWithBackoff
+from zasync.testing import ManualClock
+
+UTC = datetime.timezone.utc
+
+
+# Module-level callables: jobs can only store importable ones.
+
+calls = []
+
+
+def record(*args):
+    calls.append(args)
+    return args
+
+
+def conflict_always():
+    calls.append(1)
+    raise ZODB.POSException.ConflictError()
+
+
+def call_current_job():
+    return local.getJob()()
+
+
+def call_parent_job(result):
+    return local.getJob().parent()
+
+
+def return_persistent_unsaved():
+    return threading.Lock()
+
+
+class CustomError(Exception):
+    def __init__(self, code, detail):
+        super().__init__('code %s' % code)
+        self.code = code
+        self.detail = detail
+
+
+def raise_custom():
+    raise CustomError(7, object())
+
+
+deferreds = []
+
+
+def return_deferred():
+    from twisted.internet.defer import Deferred
+    d = Deferred()
+    deferreds.append(d)
+    return d
+
+
+@zope.interface.implementer(interfaces.IQueue)
+class StubQueue(persistent.Persistent):
+    parent = None
+
+    def __init__(self):
+        self.put_calls = []
+        self.putback_calls = []
+
+    def put(self, job, begin_after=None):
+        job.begin_after = begin_after
+        job.parent = self
+        self.put_calls.append((job, begin_after))
+        return job
+
+    def putBack(self, job):
+        job.parent = self
+        self.putback_calls.append(job)
+
+    def remove(self, job):
+        job.parent = None
+
+
+@zope.interface.implementer(interfaces.IAgent)
+class StubAgent(persistent.Persistent):
+    name = 'main'
+
+    def __init__(self, queue):
+        self.parent = None
+        self.queue = queue
+        self.jobs = []
+
+    def remove(self, job):
+        self.jobs.remove(job)
+        job.parent = None
+
+    def jobCompleted(self, job):
+        self.jobs.remove(job)
+        job.parent = None
+        self.completed = job
+
+
+class DatabaseTest(unittest.TestCase):
+
+    def setUp(self):
+        zope.component.testing.setUp(self)
+        self.clock = ManualClock().install()
+        self.tmp = tempfile.mkdtemp()
+        self.db = ZODB.DB(ZODB.FileStorage.FileStorage(self.tmp + '/Data.fs'))
+        self.conn = self.db.open()
+        self.root = self.conn.root()
+        del calls[:]
+
+    def tearDown(self):
+        transaction.abort()
+        self.conn.close()
+        self.db.close()
+        shutil.rmtree(self.tmp)
+        zope.component.testing.tearDown(self)
+
+    def store(self, job, name='job'):
+        self.root[name] = job
+        transaction.commit()
+        return job
+
+    def in_agent(self, job):
+        queue = self.root['queue'] = StubQueue()
+        agent = self.root['agent'] = StubAgent(queue)
+        agent.jobs.append(job)
+        job.parent = agent
+        self.store(job)
+        return queue, agent
+
+
+class StatusTests(DatabaseTest):
+
+    def test_status_follows_parent_chain(self):
+        job = Job(operator.mul, 6, 7)
+        self.assertEqual(job.status, interfaces.NEW)
+        queue = StubQueue()
+        job.parent = queue
+        self.assertEqual(job.status, interfaces.PENDING)
+        self.assertIs(job.queue, queue)
+        agent = StubAgent(queue)
+        job.parent = agent
+        self.assertEqual(job.status, interfaces.ASSIGNED)
+        self.assertIs(job.agent, agent)
+        callback = job.addCallback(Job(operator.add, 1))
+        self.assertEqual(callback.status, interfaces.ASSIGNED)
+        self.assertIs(callback.agent, agent)
+
+    def test_status_and_result_are_read_only(self):
+        job = Job(operator.mul, 6, 7)
+        with self.assertRaises(AttributeError):
+            job.status = interfaces.COMPLETED
+        with self.assertRaises(AttributeError):
+            job.result = 42
+
+    def test_status_titles(self):
+        self.assertEqual(interfaces.CALLBACKS.title, 'Performing Callbacks')
+        self.assertEqual(interfaces.status_title('completed-status'),
+                         'Completed')
+        # statuses pickle as plain strings
+        self.assertIs(type(pickle.loads(pickle.dumps(interfaces.NEW))), str)
+
+    def test_pending_job_cannot_be_called(self):
+        job = Job(operator.mul, 6, 7)
+        job.parent = StubQueue()
+        with self.assertRaises(interfaces.BadStatusError):
+            job()
+
+    def test_no_callable(self):
+        with self.assertRaises(TypeError):
+            Job()
+
+    def test_keyword_arguments_named_like_parameters(self):
+        job = Job(record, self='me', callable='too')
+        self.assertEqual(dict(job.kwargs), {'self': 'me', 'callable': 'too'})
+
+    def test_parent_setter_keeps_value(self):
+        # zc.async defect 4: the __parent__ setter dropped the value.
+        job = Job(operator.mul, 6, 7)
+        marker = StubQueue()
+        job.__parent__ = marker
+        self.assertIs(job.__parent__, marker)
+        job.__parent__ = None
+        job.parent = 'fallback'
+        self.assertEqual(job.__parent__, 'fallback')
+
+    def test_job_as_callable_gets_parent(self):
+        inner = Job(operator.mul, 6, 7)
+        outer = Job(inner)
+        self.assertIs(inner.parent, outer)
+
+    def test_classmethod_and_builtin_callables(self):
+        job = Job(datetime.datetime.fromtimestamp, 0, UTC)
+        self.assertEqual(job(), datetime.datetime(1970, 1, 1, tzinfo=UTC))
+        self.assertEqual(Job(len, [1, 2])(), 2)
+
+
+class CallTests(DatabaseTest):
+
+    def test_job_calling_itself_fails(self):
+        job = self.store(Job(call_current_job))
+        result = job()
+        self.assertIsInstance(result, Failure)
+        self.assertTrue(result.check(interfaces.BadStatusError))
+
+    def test_callback_calling_its_parent_fails(self):
+        job = Job(operator.mul, 6, 7)
+        callback = job.addCallback(Job(call_parent_job))
+        self.store(job)
+        self.assertEqual(job(), 42)
+        self.assertTrue(callback.result.check(interfaces.BadStatusError))
+
+    def test_unstorable_result_becomes_failure(self):
+        job = self.store(Job(return_persistent_unsaved))
+        result = job()
+        self.assertIsInstance(result, Failure)
+        self.assertIn('pickle', result.getErrorMessage())
+        self.assertEqual(job.status, interfaces.COMPLETED)
+
+    def test_failing_setup_is_a_job_error_and_skips_teardown(self):
+        events = []
+
+        class Hooked(Job):
+            def setUp(self):
+                events.append('setUp')
+                raise RuntimeError('no context')
+
+            def tearDown(self, info):  # pragma: no cover - must not run
+                events.append('tearDown')
+
+        job = Hooked(record, 1)
+        result = job()
+        self.assertTrue(result.check(RuntimeError))
+        self.assertEqual(events, ['setUp'])
+        self.assertEqual(calls, [])
+
+    def test_custom_exception_survives_pickling(self):
+        job = self.store(Job(raise_custom))
+        job()
+        failure = pickle.loads(pickle.dumps(job.result))
+        self.assertEqual(failure.type, CustomError)
+        self.assertEqual(failure.getErrorMessage(), 'code 7')
+        # The exception cannot be rebuilt from its args: a stand-in.
+        self.assertIn('CustomError: code 7', str(failure.value))
+
+    def test_deadline_passed_means_no_retry(self):
+        # zc.async defect 1: the comparison was inverted, so jobs with a
+        # begin_by were *not* retried while still inside their window.
+        job = Job(conflict_always)
+        job.begin_after = self.clock.now()
+        job.begin_by = datetime.timedelta(hours=1)
+        self.store(job)
+        job()
+        self.assertEqual(len(calls), 5)   # inside the window: retried
+        del calls[:]
+        job = Job(conflict_always)
+        job.begin_after = self.clock.now() - datetime.timedelta(hours=2)
+        job.begin_by = datetime.timedelta(hours=1)
+        self.store(job, 'late')
+        job()
+        self.assertEqual(len(calls), 1)   # past the deadline: not retried
+
+    def test_deferred_result_commits_from_another_connection(self):
+        job = self.store(Job(return_deferred))
+        self.assertEqual(job().__class__.__name__, 'Deferred')
+        self.assertEqual(job.status, interfaces.ACTIVE)
+        thread = threading.Thread(target=deferreds.pop().callback, args=(42,))
+        thread.start()
+        thread.join(10)
+        transaction.begin()
+        self.assertEqual(job.result, 42)
+        self.assertEqual(job.status, interfaces.COMPLETED)
+
+
+class RescheduleTests(DatabaseTest):
+
+    def test_timedelta_reschedules_into_queue(self):
+        job = Job(operator.mul, 6, 7)
+        queue, agent = self.in_agent(job)
+        job._status_id = 1
+        self.assertIs(job._reschedule(datetime.timedelta(hours=1)), job)
+        self.assertEqual(job.status, interfaces.PENDING)
+        self.assertEqual(agent.jobs, [])
+        self.assertEqual(queue.put_calls,
+                         [(job, self.clock.now() + datetime.timedelta(hours=1))])
+        self.assertIsNone(job.active_start)
+
+    def test_naive_datetime_taken_as_utc(self):
+        job = Job(operator.mul, 6, 7)
+        queue, agent = self.in_agent(job)
+        job._reschedule(datetime.datetime(3000, 1, 1))
+        self.assertEqual(job.begin_after,
+                         datetime.datetime(3000, 1, 1, tzinfo=UTC))
+
+    def test_past_time_puts_back_first_in_line(self):
+        job = Job(operator.mul, 6, 7)
+        queue, agent = self.in_agent(job)
+        job._reschedule(datetime.timedelta(0))
+        self.assertEqual(queue.putback_calls, [job])
+
+    def test_wrong_type(self):
+        with self.assertRaises(TypeError):
+            Job(operator.mul)._reschedule(5)
+
+    def test_retry_with_backoff_reschedules_from_agent(self):
+        job = Job(raise_custom)
+        job.retry_policy_factory = RetryWithBackoff(base=2, jitter=False)
+        queue, agent = self.in_agent(job)
+        self.assertIs(job(), job)
+        self.assertEqual(job.status, interfaces.PENDING)
+        self.assertEqual(job.begin_after,
+                         self.clock.now() + datetime.timedelta(seconds=2))
+
+
+class InterruptTests(DatabaseTest):
+
+    def active_job(self, policy=None):
+        job = Job(operator.mul, 6, 7)
+        if policy is not None:
+            job.retry_policy_factory = policy
+        queue = self.root['queue'] = StubQueue()
+        wrapper = Job(job.handleInterrupt)
+        wrapper.parent = queue
+        job._status_id = 1
+        self.store(job)
+        return job, queue, wrapper
+
+    def test_interrupted_job_goes_back_first_in_line(self):
+        job, queue, wrapper = self.active_job()
+        self.assertIs(job.parent, wrapper)
+        job.handleInterrupt()
+        self.assertEqual(queue.putback_calls, [job])
+        self.assertEqual(job.getRetryPolicy().data['interruptions'], 1)
+
+    def test_interrupted_job_aborted_when_policy_declines(self):
+        job, queue, wrapper = self.active_job(NeverRetry)
+        told = job.addCallback(Job(record))
+        transaction.commit()
+        job.handleInterrupt()
+        self.assertEqual(job.status, interfaces.COMPLETED)
+        self.assertTrue(job.result.check(interfaces.AbortedError))
+        self.assertTrue(told.result[0].check(interfaces.AbortedError))
+
+    def test_handle_interrupt_needs_active_or_callbacks(self):
+        with self.assertRaises(interfaces.BadStatusError):
+            Job(operator.mul, 6, 7).handleInterrupt()
+
+    def test_callback_interrupt_abort_does_not_raise(self):
+        # zc.async defect 6: the abort path called fail() on an ACTIVE job.
+        parent = Job(operator.mul, 6, 7)
+        callback = parent.addCallback(Job(record), retry_policy_factory=NeverRetry)
+        self.store(parent)
+        parent._result = 42
+        parent._status_id = 2
+        callback._status_id = 1
+        transaction.commit()
+        callback.handleCallbackInterrupt(parent)
+        self.assertTrue(callback.result.check(interfaces.AbortedError))
+        self.assertEqual(callback.status, interfaces.COMPLETED)
+
+    def test_callback_interrupt_adopts_completed_inner_job(self):
+        # zc.async defect 6: adopting the inner job's result lacked the
+        # transaction manager.
+        parent = Job(operator.mul, 6, 7)
+        callback = parent.addCallback(Job(record))
+        inner = Job(operator.add, 40, 2)
+        self.store(parent)
+        self.root['inner'] = inner
+        parent._result = 42
+        parent._status_id = 2
+        callback._status_id = 1
+        callback._result = inner
+        transaction.commit()
+        inner()
+        log = InstalledHandler('zasync.events')
+        try:
+            callback.handleCallbackInterrupt(parent)
+        finally:
+            log.uninstall()
+        self.assertEqual(callback.result, 42)
+        self.assertEqual(callback.status, interfaces.COMPLETED)
+        self.assertEqual(log.records[0].levelname, 'WARNING')
+
+    def test_callback_interrupt_retried(self):
+        parent = Job(operator.mul, 6, 7)
+        callback = parent.addCallback(Job(record, 'again'))
+        self.store(parent)
+        parent._result = 42
+        parent._status_id = 2
+        callback._status_id = 1
+        transaction.commit()
+        callback.handleCallbackInterrupt(parent)
+        self.assertEqual(callback.result, ('again', 42))
+
+    def test_resume_callbacks_in_every_state(self):
+        parent = Job(operator.mul, 6, 7)
+        done = parent.addCallback(Job(record, 'done'))
+        in_callbacks = parent.addCallback(Job(record, 'in callbacks'))
+        sub = in_callbacks.addCallback(Job(operator.mul, 2))
+        active = parent.addCallback(Job(operator.add, 8))
+        new = parent.addCallback(Job(operator.add, 18))
+        self.store(parent)
+        parent._result = 42
+        parent._status_id = 2
+        done._status_id, done._result = 3, 'already'
+        in_callbacks._status_id, in_callbacks._result = 2, 40
+        active._status_id = 1
+        transaction.commit()
+        parent.resumeCallbacks()
+        self.assertEqual(parent.status, interfaces.COMPLETED)
+        self.assertEqual(done.result, 'already')
+        self.assertEqual(sub.result, 80)
+        self.assertEqual(active.result, 50)
+        self.assertEqual(new.result, 60)
+
+    def test_resume_callbacks_needs_callbacks_status(self):
+        with self.assertRaises(interfaces.BadStatusError):
+            Job(operator.mul, 6, 7).resumeCallbacks()
+
+    def test_completion_in_agent_reports_to_agent(self):
+        job = Job(operator.mul, 6, 7)
+        queue, agent = self.in_agent(job)
+        self.assertEqual(job(), 42)
+        self.assertIs(agent.completed, job)
+
+
+class ReassignmentTests(DatabaseTest):
+
+    def test_job_in_another_agent_is_not_run(self):
+        job = Job(record, 'x')
+        queue, agent = self.in_agent(job)
+        local.local.name = 'other-agent'
+        log = InstalledHandler('zasync.events')
+        try:
+            with self.assertRaises(interfaces.ReassignedError):
+                job()
+        finally:
+            local.local.name = None
+            log.uninstall()
+        self.assertEqual(calls, [])
+        self.assertIn('was reassigned', log.records[0].getMessage())
+
+
+class ProxyTests(DatabaseTest):
+
+    def test_pass_through_keeps_result(self):
+        # zc.async defect 15: the pass-through returned ``(result,)``.
+        job = Job(operator.mul, 6, 7)
+        proxy = job.addCallback(ConditionalCallbackProxy())
+        self.store(job)
+        job()
+        self.assertEqual(proxy.result, 42)
+
+    def test_proxy_status_before_and_after_choice(self):
+        job = Job(operator.mul, 6, 7)
+        proxy = job.addCallbacks(Job(record))
+        self.assertEqual(proxy.status, interfaces.NEW)
+        job.parent = StubQueue()
+        self.assertEqual(proxy.status, interfaces.PENDING)
+        job.parent = None
+        self.store(job)
+        job()
+        self.assertEqual(proxy.status, interfaces.COMPLETED)
+        self.assertIs(proxy.success, proxy.default)
+        self.assertIsNone(proxy.failure)
+
+    def test_failure_handler_chain(self):
+        job = Job(operator.mul, 5, None)
+        handled = job.addCallbacks(failure=Job(record, 'handled'))
+        after = handled.addCallbacks(Job(record, 'after'))
+        self.store(job)
+        job()
+        self.assertEqual(after.result[0], 'after')
+
+
+class PolicyTests(unittest.TestCase):
+
+    def test_update_data_keeps_first_active(self):
+        job = Job(operator.mul, 6, 7)
+        policy = RetryCommonFourTimes(job)
+        policy.updateData({'first_active': 1, 'transaction_error': 2})
+        policy.updateData({'first_active': 3, 'transaction_error': 4})
+        self.assertEqual(dict(policy.data),
+                         {'first_active': 1, 'transaction_error': 4})
+
+    def test_backoff_validation(self):
+        with self.assertRaises(ValueError):
+            RetryWithBackoff(max_attempts=0)
+        with self.assertRaises(ValueError):
+            RetryWithBackoff(base=0)
+
+    def test_backoff_class_as_factory(self):
+        job = Job(operator.mul, 6, 7)
+        job.retry_policy_factory = RetryWithBackoff
+        self.assertEqual(job.getRetryPolicy().max_attempts, 5)
+
+
+class UtilsTests(unittest.TestCase):
+
+    def test_time_keys_round_trip_and_order(self):
+        times = [datetime.datetime(1, 1, 1, tzinfo=UTC),
+                 datetime.datetime(2006, 8, 10, 15, 44, 22, 211, tzinfo=UTC),
+                 datetime.datetime(9999, 12, 31, 23, 59, 59, 999999,
+                                   tzinfo=UTC)]
+        keys = [utils.dt_to_long(t) for t in times]
+        self.assertEqual([utils.long_to_dt(k) for k in keys], times)
+        self.assertEqual(keys, sorted(keys, reverse=True))
+        self.assertLess(max(keys), 2 ** 63)
+
+    def test_naive_times_refused(self):
+        with self.assertRaises(ValueError):
+            utils.to_utc(datetime.datetime(2020, 1, 1))
+
+    def test_failure_needs_an_exception(self):
+        with self.assertRaises(ValueError):
+            Failure()
+        with self.assertRaises(TypeError):
+            Failure('not an exception')
+        self.assertEqual(repr(Failure(KeyError)),
+                         '<zasync.Failure builtins.KeyError: >')
+
+    def test_failure_detail_validated(self):
+        with self.assertRaises(ValueError):
+            Failure(KeyError('x')).getTraceback(detail='loud')
+
+    def test_never_fail_retries_conflicts(self):
+        tm = transaction.TransactionManager()
+        attempts = []
+
+        def call():
+            attempts.append(1)
+            if len(attempts) < 7:
+                raise ZODB.POSException.ConflictError()
+            return 'ok'
+        log = InstalledHandler('zasync.events')
+        try:
+            self.assertEqual(utils.never_fail(call, 'testing', tm), 'ok')
+        finally:
+            log.uninstall()
+        self.assertEqual(len(attempts), 7)
+        self.assertEqual([r.levelno for r in log.records], [logging.WARNING])
+
+    def test_try_five_times_gives_up(self):
+        tm = transaction.TransactionManager()
+
+        def call():
+            raise ZODB.POSException.ConflictError()
+        log = InstalledHandler('zasync.events')
+        try:
+            result = utils.try_five_times(call, 'testing', tm)
+        finally:
+            log.uninstall()
+        self.assertTrue(result.check(ZODB.POSException.ConflictError))
+        self.assertEqual(log.records[0].levelno, logging.CRITICAL)
