@@ -3,7 +3,10 @@
 ``getJob()`` is set while a job (or callback) runs, in any thread;
 the dispatcher-related values are set in a dispatcher's worker threads.
 """
+import datetime
 import threading
+
+import transaction
 
 
 class Local(threading.local):
@@ -33,3 +36,106 @@ def getDispatcher():
 def getAgentName():
     """The agent name of this dispatcher worker thread, or None."""
     return local.name
+
+
+def getReactor():
+    """The reactor of this worker thread's dispatcher (AttributeError
+    outside a dispatcher thread)."""
+    return local.dispatcher.reactor
+
+
+# --------------------------------------------------------------------------
+# Live annotations: job annotations read and written *now*, in another
+# connection, through the dispatcher's reactor thread, while the job's own
+# connection keeps its view of the database.
+
+def _context(job):
+    if job is None:
+        job = local.job
+    dispatcher = local.dispatcher
+    if job is None or dispatcher is None:
+        raise ValueError('not initialized: live annotations are only '
+                         'available to jobs run by a dispatcher')
+    jar = job._p_jar
+    if jar is None or job._p_oid is None:
+        raise ValueError('the job must be stored in the database')
+    return dispatcher, job._p_oid, jar.db().database_name
+
+
+def _open_job(db, oid, database_name):
+    conn = db.open(transaction_manager=transaction.TransactionManager())
+    jar = conn
+    if database_name != conn.db().database_name:
+        jar = conn.get_connection(database_name)
+    return conn, jar.get(oid)
+
+
+def _set_annotation(db, oid, database_name, name, value):
+    from zasync import utils
+    conn, job = _open_job(db, oid, database_name)
+    tm = conn.transaction_manager
+    try:
+        def set_it():
+            tm.begin()
+            job.annotations[name] = value
+        utils.try_five_times(
+            set_it, 'setting live annotation %r' % (name,), tm)
+    finally:
+        tm.abort()
+        conn.close()
+
+
+def setLiveAnnotation(name, value, job=None):
+    """Set ``job.annotations[name] = value`` now, in a separate connection
+    and transaction (committed by the reactor thread; the caller does not
+    wait).  ``job`` defaults to the running job.  Use only immutable,
+    non-persistent values."""
+    dispatcher, oid, database_name = _context(job)
+    dispatcher.reactor.callFromThread(
+        _set_annotation, dispatcher.db, oid, database_name, name, value)
+
+
+_MISSING = object()
+
+
+def getLiveAnnotation(name, default=None, timeout=0, poll=1, job=None):
+    """The annotation ``name`` of ``job`` as committed now (read in a
+    separate connection by the reactor thread).
+
+    If it is missing, wait up to ``timeout`` seconds for it, looking again
+    every ``poll`` seconds; then return ``default``.  ``default`` is also
+    what you get when the reactor does not answer in time (zc.async
+    returned None then).
+    """
+    from zasync import utils
+    dispatcher, oid, database_name = _context(job)
+    reactor = dispatcher.reactor
+    answered = threading.Event()
+    answer = []
+    deadline = utils.now() + datetime.timedelta(seconds=timeout)
+
+    def look():
+        try:
+            conn, found = _open_job(dispatcher.db, oid, database_name)
+            try:
+                value = found.annotations.get(name, _MISSING)
+            finally:
+                conn.transaction_manager.abort()
+                conn.close()
+        except Exception:
+            utils.events_log.error('reading live annotation %r failed',
+                                   name, exc_info=True)
+            value = _MISSING
+        if value is _MISSING:
+            remaining = (deadline - utils.now()).total_seconds()
+            if remaining > 0:
+                reactor.callLater(min(poll, remaining), look)
+                return
+            value = default
+        answer.append(value)
+        answered.set()
+
+    reactor.callFromThread(look)
+    if answered.wait(timeout + 2):
+        return answer[0]
+    return default

@@ -1,0 +1,781 @@
+"""The dispatcher: claims jobs for its agents and runs them in threads.
+
+One ``Dispatcher`` per process (per instance UUID) serves every queue of a
+database.  Every ``poll_interval`` seconds it polls: it registers and
+activates itself in each queue (or takes over from a dead predecessor with
+the same UUID), pings, and claims jobs for each of its agents, which worker
+threads (one ``AgentThreadPool`` per agent) then perform.
+
+Beyond zc.async, the dispatcher does not wait for the next poll to find new
+work: it wakes up as soon as a transaction that changed one of its queues
+commits (``zasync.wakeup``), a worker thread that finishes a job claims the
+next ones itself, and each claim takes as many jobs as the agent has room
+for, in one transaction.  Polls remain for housekeeping: pings, detection
+of dead dispatchers, jobs scheduled for later, and the poll records that
+tell what the dispatcher did.
+"""
+import collections
+import datetime
+import threading
+
+import persistent
+import transaction
+import zope.component
+import ZODB.utils
+
+from zasync import interfaces
+from zasync import utils
+from zasync import wakeup
+from zasync.failure import Failure
+from zasync.pool import AgentThreadPool
+
+# --------------------------------------------------------------------------
+# The registry of dispatchers in this process, by UUID
+
+_dispatchers = {}
+
+
+def _default_uuid():
+    uuid = zope.component.queryUtility(interfaces.IUUID)
+    if uuid is None:
+        from zasync import instanceuuid
+        uuid = instanceuuid.getUUID()
+    return uuid
+
+
+def get(uuid=None, default=None):
+    """The dispatcher for ``uuid`` (default: this instance's), or
+    ``default``."""
+    if uuid is None:
+        uuid = _default_uuid()
+    return _dispatchers.get(uuid, default)
+
+
+def pop(uuid=None):
+    """Remove and return the dispatcher for ``uuid`` (KeyError if none)."""
+    if uuid is None:
+        uuid = _default_uuid()
+    return _dispatchers.pop(uuid)
+
+
+def clear():
+    """Forget every registered dispatcher."""
+    _dispatchers.clear()
+
+
+def getId(obj):
+    """``(integer oid, database name)`` of a persistent object."""
+    return (ZODB.utils.u64(obj._p_oid), obj._p_jar.db().database_name)
+
+
+# --------------------------------------------------------------------------
+# Poll records
+
+class PollInfo(dict):
+    """What one poll found and did: ``{queue name: None | {agent name:
+    {'size', 'len', 'error', 'new jobs', 'active jobs'}}}``.
+
+    ``key`` orders polls (newer polls have smaller keys);
+    ``utc_timestamp`` is the aware UTC time of the poll.
+    """
+
+    key = None
+
+    @property
+    def utc_timestamp(self):
+        if self.key is None:
+            return None
+        return utils.long_to_dt(self.key)
+
+
+def _key_of(value, what):
+    if isinstance(value, datetime.datetime):
+        return utils.dt_to_long(utils.to_utc(value, what))
+    if isinstance(value, int):
+        return value
+    raise TypeError('%s must be a datetime or a poll key, not %r'
+                    % (what, value))
+
+
+class Polls:
+    """The most recent polls, newest first (at most ``size``)."""
+
+    def __init__(self, size=400):
+        self.size = size
+        self._polls = collections.deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, poll):
+        with self._lock:
+            key = utils.dt_to_long(utils.now()) + 15
+            used = {p.key for p in self._polls}
+            while key in used:
+                key -= 1
+            poll.key = key
+            self._polls.appendleft(poll)
+        return poll
+
+    def first(self):
+        """The newest poll, or None."""
+        with self._lock:
+            return self._polls[0] if self._polls else None
+
+    def last(self):
+        """The oldest poll, or None."""
+        with self._lock:
+            return self._polls[-1] if self._polls else None
+
+    def clear(self):
+        with self._lock:
+            self._polls.clear()
+
+    def __len__(self):
+        return len(self._polls)
+
+    def __bool__(self):
+        return bool(self._polls)
+
+    def __iter__(self):
+        with self._lock:
+            polls = list(self._polls)
+        return iter(polls)
+
+
+class JobInfos(collections.OrderedDict):
+    """The information on the most recently started jobs (at most
+    ``size``; the oldest insertions go first)."""
+
+    def __init__(self, size=200):
+        super().__init__()
+        self.size = size
+        self._lock = threading.Lock()
+
+    def __setitem__(self, key, value):
+        with self._lock:
+            super().__setitem__(key, value)
+            while len(self) > self.size:
+                self.popitem(last=False)
+
+
+# --------------------------------------------------------------------------
+# The dispatcher
+
+STARTING = 'STARTING'
+RUNNING = 'RUNNING'
+STUCK = 'STUCK'
+STOPPED = 'STOPPED'
+
+
+class Dispatcher:
+    """Claims jobs from the queues of ``db`` and performs them."""
+
+    #: the agents of a dispatcher that has not polled for this many poll
+    #: intervals (at least ``stuck_grace`` seconds) is STUCK
+    stuck_grace = 1.0
+
+    def __init__(self, db, reactor=None, poll_interval=5, uuid=None,
+                 jobs_size=200, polls_size=400):
+        if uuid is None:
+            uuid = _default_uuid()
+        if uuid in _dispatchers:
+            raise ValueError('dispatcher for this UUID is already registered')
+        _dispatchers[uuid] = self
+        self.db = db
+        self._reactor = reactor
+        self.poll_interval = poll_interval
+        self.UUID = uuid
+        self.polls = Polls(polls_size)
+        self.jobs = JobInfos(jobs_size)
+        self.activated = False
+        self.conn = None
+        self.thread = None   # set by installers running a reactor thread
+        self.queues = {}     # queue name -> {agent name: AgentThreadPool}
+        self.dead_pools = []
+        self.poll_condition = threading.Condition()
+        self.watcher = wakeup.InvalidationWatcher(db, self._invalidated)
+        self._threaded = False
+        self._next_poll = None
+        self._shutdown_trigger = None
+        self._activated_queues = set()     # oids of queues we activated
+        self._new_jobs = {}                # (queue, agent) -> [ids]
+        self._new_jobs_lock = threading.Lock()
+        self._wake_pending = False
+        self._pool_size_added = 0
+
+    def __repr__(self):
+        return '<zasync.dispatcher.Dispatcher %s>' % (self.UUID,)
+
+    @property
+    def reactor(self):
+        if self._reactor is None:
+            import twisted.internet.reactor
+            self._reactor = twisted.internet.reactor
+        return self._reactor
+
+    # -- pool-size bookkeeping ---------------------------------------------
+
+    def _change_pool_size(self, delta):
+        if delta:
+            self.db.setPoolSize(self.db.getPoolSize() + delta)
+            self._pool_size_added += delta
+
+    # -- activation --------------------------------------------------------
+
+    def activate(self, threaded=False):
+        """Start polling (and performing jobs) once the reactor runs."""
+        if self.activated:
+            raise ValueError('already activated')
+        utils.events_log.info('attempting to activate dispatcher %s',
+                              self.UUID)
+        self.activated = utils.now()
+        self.polls.clear()
+        self.jobs.clear()
+        self._activated_queues.clear()
+        with self._new_jobs_lock:
+            self._new_jobs.clear()
+        self._threaded = threaded
+        self._change_pool_size(1)   # the poll connection
+        if not threaded:
+            self.conn = self.db.open(
+                transaction_manager=transaction.TransactionManager())
+        self._shutdown_trigger = self.reactor.addSystemEventTrigger(
+            'before', 'shutdown', self._shutdown)
+        self.watcher.start()
+        self.reactor.callWhenRunning(self._poll_and_schedule)
+
+    def _shutdown(self):
+        if self.activated:
+            self.deactivate()
+
+    def deactivate(self):
+        """Stop: deactivate this dispatcher in every queue (its jobs go
+        back to the queues, running ones through an interrupt wrapper),
+        stop the worker threads and give the connections back."""
+        if not self.activated:
+            raise ValueError('not activated')
+        self.activated = None   # deactivation in progress
+        try:
+            self.watcher.stop()
+            if self._next_poll is not None:
+                try:
+                    if self._next_poll.active():
+                        self._next_poll.cancel()
+                except Exception:  # pragma: no cover - reactor specific
+                    pass
+                self._next_poll = None
+            # Always a fresh connection: the poll connection may be in use
+            # or, in threaded mode, long closed (zc.async used a closed one).
+            conn = self.db.open(
+                transaction_manager=transaction.TransactionManager())
+            tm = conn.transaction_manager
+            try:
+                tm.begin()
+                queues = conn.root().get(interfaces.KEY)
+                if queues is not None:
+                    for queue in list(queues.values()):
+                        da = queue.dispatchers.get(self.UUID)
+                        if da is None or not da.activated:
+                            continue
+                        utils.try_five_times(
+                            da.deactivate,
+                            'deactivating dispatcher %s in queue %r'
+                            % (self.UUID, queue.name), tm)
+            finally:
+                tm.abort()
+                conn.close()
+            if self.conn is not None:
+                try:
+                    self.conn.transaction_manager.abort()
+                    self.conn.close()
+                except Exception:  # pragma: no cover - poll in progress
+                    utils.events_log.warning(
+                        'could not close the poll connection', exc_info=True)
+                self.conn = None
+            for pools in self.queues.values():
+                for pool in pools.values():
+                    self._change_pool_size(pool.stop())
+                    self.dead_pools.append(pool)
+            self.queues = {}
+            self._change_pool_size(-self._pool_size_added)
+            if self._shutdown_trigger is not None:
+                remove = getattr(self.reactor, 'removeSystemEventTrigger',
+                                 None)
+                if remove is not None:
+                    try:
+                        remove(self._shutdown_trigger)
+                    except (ValueError, KeyError):
+                        pass   # it is running right now
+                self._shutdown_trigger = None
+            utils.events_log.info('deactivated dispatcher %s', self.UUID)
+        finally:
+            self.activated = False
+
+    def join(self, timeout=10):
+        """Wait for the threads of stopped pools; return those alive."""
+        alive = []
+        for pool in self.dead_pools:
+            alive.extend(pool.join(timeout))
+        return alive
+
+    # -- polling -----------------------------------------------------------
+
+    def _poll_and_schedule(self):
+        if not self.activated:
+            return
+        if self._threaded:
+            self.reactor.callInThread(self._threaded_poll)
+            return
+        try:
+            self.poll(self.conn)
+        finally:
+            if self.activated:
+                self._next_poll = self.reactor.callLater(
+                    self.poll_interval, self._poll_and_schedule)
+
+    def _threaded_poll(self):
+        conn = self.db.open(
+            transaction_manager=transaction.TransactionManager())
+        try:
+            self.poll(conn)
+        finally:
+            conn.transaction_manager.abort()
+            conn.close()
+            if self.activated:
+                self.reactor.callFromThread(self._schedule_threaded_poll)
+
+    def _schedule_threaded_poll(self):
+        if self.activated:
+            self._next_poll = self.reactor.callLater(
+                self.poll_interval, self._poll_and_schedule)
+
+    def poll(self, conn):
+        """One poll in ``conn``: activate, ping and claim in every queue.
+        Records and returns the ``PollInfo``."""
+        tm = conn.transaction_manager
+        poll_info = PollInfo()
+        try:
+            tm.begin()
+            queues = conn.root().get(interfaces.KEY)
+            if queues is not None:
+                watched = set()
+                seen = set()
+                for queue in list(queues.values()):
+                    seen.add(queue.name)
+                    self._poll_queue(conn, queue, poll_info, watched)
+                for name in list(self.queues):
+                    if name not in seen:
+                        self._retire_pools(name, None)
+                self.watcher.watch(watched)
+        except Exception:
+            tm.abort()
+            utils.events_log.critical(
+                'dispatcher %s: poll failed', self.UUID, exc_info=True)
+        finally:
+            tm.abort()
+            self._record_poll(poll_info)
+        return poll_info
+
+    def _poll_queue(self, conn, queue, poll_info, watched):
+        tm = conn.transaction_manager
+        name = queue.name
+        poll_info[name] = None
+        if not self._activate_in(queue, tm):
+            return
+        result = utils.try_five_times(
+            lambda: queue.dispatchers.ping(self.UUID),
+            'pinging dispatcher %s in queue %r' % (self.UUID, name), tm)
+        if isinstance(result, Failure):
+            return
+        agents_info = poll_info[name] = {}
+        pools = self.queues.setdefault(name, {})
+        da = queue.dispatchers[self.UUID]
+        agents = sorted(da.items())
+        for agent_name, agent in agents:
+            info = {'size': None, 'len': None, 'error': None,
+                    'new jobs': [], 'active jobs': []}
+            agents_info[agent_name] = info
+            try:
+                size = info['size'] = agent.size
+                info['len'] = len(agent)
+                info['active jobs'] = [getId(job) for job in agent]
+            except Exception:
+                info['error'] = Failure()
+                tm.abort()
+                continue
+            pool = pools.get(agent_name)
+            if pool is None:
+                pool = pools[agent_name] = AgentThreadPool(
+                    self, name, agent_name)
+            self._change_pool_size(pool.setSize(size))
+            claimed = self._claim(conn, name, agent_name, pool)
+            if isinstance(claimed, Failure):
+                info['error'] = claimed
+            else:
+                for item in claimed:
+                    pool.put(item)
+        self._retire_pools(name, {agent_name for agent_name, _ in agents})
+        watched.update(_watched_oids(queue))
+
+    def _retire_pools(self, queue_name, agent_names):
+        """Stop the pools of agents (or a queue) that no longer exist.
+
+        (zc.async compared the wrong containers here and never retired
+        anything.)"""
+        pools = self.queues.get(queue_name, {})
+        for agent_name in list(pools):
+            if agent_names is None or agent_name not in agent_names:
+                pool = pools.pop(agent_name)
+                self._change_pool_size(pool.stop())
+                self.dead_pools.append(pool)
+        if not pools or agent_names is None:
+            self.queues.pop(queue_name, None)
+
+    def _activate_in(self, queue, tm):
+        """Register and activate this dispatcher in ``queue`` once per
+        activation, taking over from a dead predecessor with our UUID."""
+        oid = queue._p_oid
+        if oid in self._activated_queues:
+            return True
+
+        def activate():
+            if self.UUID not in queue.dispatchers:
+                queue.dispatchers.register(self.UUID)
+            da = queue.dispatchers[self.UUID]
+            if da.activated:
+                if da.dead:
+                    da.deactivate()
+                else:
+                    utils.events_log.error(
+                        'UUID %s already activated in queue %r (oid %d): '
+                        'another process?  (To solve, stop the other '
+                        'process; or wait for its record to die, which '
+                        'happens %s after its last ping.)',
+                        self.UUID, queue.name, ZODB.utils.u64(oid),
+                        da.ping_death_interval)
+                    return False
+            da.activate()
+            return True
+
+        result = utils.try_five_times(
+            activate, 'activating dispatcher %s in queue %r'
+            % (self.UUID, queue.name), tm)
+        if result is True:
+            self._activated_queues.add(oid)
+            return True
+        return False
+
+    def _record_poll(self, poll_info):
+        with self._new_jobs_lock:
+            new_jobs, self._new_jobs = self._new_jobs, {}
+        for (queue_name, agent_name), ids in new_jobs.items():
+            agents = poll_info.get(queue_name)
+            if agents is not None and agent_name in agents:
+                agents[agent_name]['new jobs'].extend(ids)
+            else:
+                # The agent is gone from this poll's view: keep the ids
+                # for the next poll.
+                with self._new_jobs_lock:
+                    self._new_jobs.setdefault(
+                        (queue_name, agent_name), []).extend(ids)
+        previous = self.polls.first()
+        self.polls.add(poll_info)
+        for agents in poll_info.values():
+            for info in (agents or {}).values():
+                for job_id in info['new jobs']:
+                    job_info = self.jobs.get(job_id)
+                    if job_info is not None and job_info['poll id'] is None:
+                        job_info['poll id'] = poll_info.key
+        if previous is None or dict(previous) != dict(poll_info):
+            utils.trace_log.debug('poll %s: %r', poll_info.key,
+                                  dict(poll_info))
+        with self.poll_condition:
+            self.poll_condition.notify_all()
+
+    # -- claiming ----------------------------------------------------------
+
+    def _claim(self, conn, queue_name, agent_name, pool):
+        """Claim, in one transaction of ``conn``, as many jobs as the agent
+        has room for.  Return the work items, or a ``Failure``."""
+        tm = conn.transaction_manager
+        claimed = []
+        with pool.claim_lock:
+            if not self.activated:
+                return []
+            tm.begin()
+
+            def claim():
+                del claimed[:]
+                queues = conn.root().get(interfaces.KEY)
+                queue = queues[queue_name]
+                agent = queue.dispatchers[self.UUID][agent_name]
+                room = agent.size - len(agent)
+                while room > 0:
+                    job = agent.claimJob()
+                    if job is None:
+                        break
+                    claimed.append(job)
+                    room -= 1
+                return agent
+
+            wakeup.quiet.active = True
+            try:
+                result = utils.try_five_times(
+                    claim, 'claiming jobs for agent %r of queue %r'
+                    % (agent_name, queue_name), tm)
+            finally:
+                wakeup.quiet.active = False
+            if isinstance(result, Failure):
+                self._stash_claim_failure(conn, queue_name, agent_name,
+                                          result)
+                return result
+            items = []
+            ids = []
+            for job in claimed:
+                job_id = getId(job)
+                info = {'call': repr(job), 'agent': agent_name,
+                        'queue': queue_name, 'poll id': None,
+                        'quota names': tuple(job.quota_names),
+                        'thread': None, 'started': None, 'completed': None,
+                        'failed': False, 'result': None, 'reassigned': False}
+                self.jobs[job_id] = info
+                ids.append(job_id)
+                items.append(job_id + (info,))
+            tm.abort()
+        if ids:
+            with self._new_jobs_lock:
+                self._new_jobs.setdefault(
+                    (queue_name, agent_name), []).extend(ids)
+        return items
+
+    def _stash_claim_failure(self, conn, queue_name, agent_name, failure):
+        tm = conn.transaction_manager
+
+        def stash():
+            queue = conn.root()[interfaces.KEY][queue_name]
+            queue.dispatchers[self.UUID][agent_name].failure = failure
+
+        utils.try_five_times(
+            stash, 'recording the claim failure of agent %r' % agent_name,
+            tm)
+
+    # -- waking up ---------------------------------------------------------
+
+    def _invalidated(self):
+        """A commit changed a watched queue (called in the committing
+        thread, which must not wait for us)."""
+        if self._wake_pending or not self.activated:
+            return
+        self._wake_pending = True
+        try:
+            self.reactor.callFromThread(self._wake)
+        except Exception:  # pragma: no cover - reactor stopped
+            self._wake_pending = False
+
+    def _wake(self):
+        self._wake_pending = False
+        if not self.activated:
+            return
+        for pools in list(self.queues.values()):
+            for pool in list(pools.values()):
+                pool.requestClaim()
+
+    # -- introspection -----------------------------------------------------
+
+    def getActiveJobIds(self, queue=None, agent=None):
+        """Ids of the jobs worker threads are performing right now."""
+        result = []
+        for queue_name, pools in list(self.queues.items()):
+            if queue is not None and queue_name != queue:
+                continue
+            for agent_name, pool in list(pools.items()):
+                if agent is not None and agent_name != agent:
+                    continue
+                result.extend(i for i in list(pool.jobids.values())
+                              if i is not None)
+        return result
+
+    def getJobInfo(self, oid, database_name=None):
+        """The information on a job this dispatcher started."""
+        if isinstance(oid, bytes):
+            oid = ZODB.utils.u64(oid)
+        if database_name is None:
+            matches = [key for key in list(self.jobs) if key[0] == oid]
+            if not matches:
+                raise KeyError('job with oid %r not found' % (oid,))
+            if len(matches) > 1:
+                raise ValueError('ambiguous database name')
+            key = matches[0]
+        else:
+            key = (oid, database_name)
+        info = self.jobs[key]
+        if info['completed'] is None and info['poll id'] is not None:
+            poll = self.polls.first()
+            agents = poll.get(info['queue']) if poll is not None else None
+            agent_info = (agents or {}).get(info['agent'])
+            if agent_info is None or (
+                    key not in agent_info['active jobs']
+                    and key not in agent_info['new jobs']):
+                info = dict(info, reassigned=True)
+        return info
+
+    def getPollInfo(self, at=None, before=None):
+        """The newest poll at or before ``at`` (a datetime or a poll key),
+        or strictly before ``before``; the newest without arguments."""
+        if at is not None and before is not None:
+            raise ValueError('may only provide one of `at` and `before`')
+        for poll in self.iterPolls(at=at, before=before):
+            return poll
+        raise ValueError('no poll found')
+
+    def iterPolls(self, at=None, before=None, since=None, count=None):
+        """Polls from newest to oldest, starting at ``at`` (inclusive) or
+        ``before`` (exclusive), down to ``since`` (inclusive), at most
+        ``count`` of them."""
+        if at is not None and before is not None:
+            raise ValueError('may only provide one of `at` and `before`')
+        if at is not None:
+            start = _key_of(at, 'at')
+            if isinstance(at, datetime.datetime):
+                start_ok = lambda key: key >= start  # noqa: E731
+            else:
+                start_ok = lambda key: key >= start  # noqa: E731
+        elif before is not None:
+            start = _key_of(before, 'before')
+            if isinstance(before, datetime.datetime):
+                start += 15   # every poll made at that instant is excluded
+            start_ok = lambda key: key > start  # noqa: E731
+        else:
+            start_ok = lambda key: True  # noqa: E731
+        if since is not None:
+            stop = _key_of(since, 'since')
+            if isinstance(since, datetime.datetime):
+                stop += 15    # polls made at that instant are included
+        else:
+            stop = None
+        if count is not None and count < 0:
+            raise ValueError('count must be positive')
+        yielded = 0
+        for poll in self.polls:
+            if count is not None and yielded >= count:
+                return
+            if not start_ok(poll.key):
+                continue
+            if stop is not None and poll.key > stop:
+                return
+            yield poll
+            yielded += 1
+
+    def getStatistics(self, at=None, before=None, since=None, queue=None,
+                      agent=None):
+        """Statistics on the jobs started in the polls of the range."""
+        polls = list(self.iterPolls(at=at, before=before, since=since))
+        started = successful = failed = unknown = 0
+        durations = {'successful': [], 'failed': [], 'active': []}
+        now = utils.now()
+        seen = set()
+
+        def consider(job_id, poll):
+            nonlocal successful, failed, unknown
+            if job_id in seen:
+                return
+            seen.add(job_id)
+            info = self.jobs.get(job_id)
+            if info is None:
+                unknown += 1
+                return
+            begun = info['started'] or poll.utc_timestamp
+            if info['completed'] is not None:
+                kind = 'failed' if info['failed'] else 'successful'
+                if kind == 'failed':
+                    failed += 1
+                else:
+                    successful += 1
+                durations[kind].append((info['completed'] - begun, job_id))
+            else:
+                durations['active'].append((now - begun, job_id))
+
+        def selected(poll):
+            for queue_name, agents in poll.items():
+                if queue is not None and queue_name != queue:
+                    continue
+                for agent_name, info in (agents or {}).items():
+                    if agent is not None and agent_name != agent:
+                        continue
+                    yield info
+
+        for poll in polls:
+            for info in selected(poll):
+                started += len(info['new jobs'])
+                for job_id in info['new jobs']:
+                    consider(job_id, poll)
+        if polls:
+            oldest = polls[-1]
+            for info in selected(oldest):
+                for job_id in info['active jobs']:
+                    consider(job_id, oldest)
+        result = {'started': started, 'successful': successful,
+                  'failed': failed, 'unknown': unknown,
+                  'statistics start': polls[-1].utc_timestamp if polls
+                  else None,
+                  'statistics end': polls[0].utc_timestamp if polls
+                  else None}
+        for kind in ('successful', 'failed', 'active'):
+            values = sorted(durations[kind], key=lambda item: item[0])
+            result['shortest ' + kind] = values[0][1] if values else None
+            result['longest ' + kind] = values[-1][1] if values else None
+        return result
+
+    def getStatusInfo(self):
+        """``uuid``, ``poll interval``, ``status`` (STARTING, RUNNING,
+        STUCK or STOPPED), ``time since last poll`` and ``uptime``."""
+        interval = datetime.timedelta(seconds=self.poll_interval)
+        result = {'uuid': self.UUID, 'poll interval': interval,
+                  'status': STOPPED, 'time since last poll': None,
+                  'uptime': None}
+        activated = self.activated
+        if not activated:
+            return result
+        now = utils.now()
+        grace = max(interval, datetime.timedelta(seconds=self.stuck_grace))
+        poll = self.polls.first()
+        if poll is None:
+            result['time since last poll'] = now - activated
+            result['status'] = (
+                STUCK if activated + interval + grace < now else STARTING)
+            return result
+        result['uptime'] = now - activated
+        result['time since last poll'] = now - poll.utc_timestamp
+        result['status'] = (
+            STUCK if poll.utc_timestamp + interval + grace < now else RUNNING)
+        return result
+
+
+_NOT_WATCHED = frozenset(['parent', '_z_parent__', '__parent__', 'dispatchers',
+                          'quotas'])
+
+
+def _watched_oids(queue):
+    """The oids whose change means that jobs were put in the queue: the
+    queue and the persistent objects it holds (its job structures and its
+    length counter), and theirs, but not its dispatcher records and
+    quotas, which pings and claims change."""
+    oids = set()
+    if queue._p_oid is not None:
+        oids.add(queue._p_oid)
+    queue._p_activate()
+    for name, value in list(vars(queue).items()):
+        if name in _NOT_WATCHED:
+            continue
+        if isinstance(value, persistent.Persistent) and value._p_oid:
+            oids.add(value._p_oid)
+            try:
+                value._p_activate()
+                inner_values = list(vars(value).items())
+            except Exception:
+                continue
+            for inner_name, inner in inner_values:
+                if (inner_name not in _NOT_WATCHED
+                        and isinstance(inner, persistent.Persistent)
+                        and inner._p_oid):
+                    oids.add(inner._p_oid)
+    return oids

@@ -1,0 +1,336 @@
+"""The worker threads of one dispatcher agent.
+
+Each ``AgentThreadPool`` runs the jobs its agent claimed, in up to ``size``
+daemon threads.  Every thread keeps one database connection (and its cache)
+for all its jobs.  A thread that finishes a job claims the next ones for
+its agent at once -- it does not wait for the dispatcher's next poll -- and
+a ``CLAIM`` request in the work queue (sent when a commit changed a queue)
+makes an idle thread claim.
+"""
+import queue as queue_module
+import threading
+import time
+
+import transaction
+import ZODB.POSException
+import ZODB.utils
+
+from zasync import interfaces
+from zasync import local as local_module
+from zasync import utils
+from zasync.failure import Failure
+
+CLAIM = object()      # work item: claim jobs for the agent
+STOP = None           # work item: this thread ends
+
+MAX_RESULT = 10000
+
+# ``threading.get_ident()`` strings of the threads of all pools, so tests
+# and tear-downs can tell worker threads apart.
+WORKER_NAME_PREFIX = 'zasync worker'
+
+
+def _result_text(result):
+    if isinstance(result, Failure):
+        text = result.getTraceback(detail='verbose', elideFrameworkCode=True)
+    else:
+        text = repr(result)
+    if len(text) > MAX_RESULT:
+        text = text[:MAX_RESULT] + '\n[...TRUNCATED...]'
+    return text
+
+
+class AgentThreadPool:
+    """Threads performing the jobs of the agent ``name`` of ``queue_name``."""
+
+    def __init__(self, dispatcher, queue_name, name, size=0):
+        self.dispatcher = dispatcher
+        self.queue_name = queue_name
+        self.name = name
+        self.size = 0
+        self.queue = queue_module.Queue()
+        self.threads = []
+        self.jobids = {}            # thread id string -> (oid, db) or None
+        self.claim_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._stops = 0             # STOP items queued but not yet taken
+        self._claim_requested = False
+        self.outstanding = 0        # claimed jobs not yet finished here
+        if size:
+            self.setSize(size)
+
+    def __repr__(self):
+        return '<AgentThreadPool %r/%r size %d>' % (
+            self.queue_name, self.name, self.size)
+
+    # -- size -------------------------------------------------------------
+
+    def setSize(self, size=None):
+        """Start or stop threads to have ``size`` of them; return the change
+        of the configured size.  ``None`` replaces dead threads."""
+        with self._lock:
+            old = self.size
+            if size is not None:
+                self.size = size
+            self.threads = [t for t in self.threads if t.is_alive()]
+            running = len(self.threads) - self._stops
+            for _ in range(self.size - running):
+                thread = threading.Thread(
+                    target=self._work, daemon=True,
+                    name='%s %s/%s' % (WORKER_NAME_PREFIX, self.queue_name,
+                                       self.name))
+                self.threads.append(thread)
+                thread.start()
+            for _ in range(running - self.size):
+                self._stops += 1
+                self.queue.put(STOP)
+            return self.size - old
+
+    def stop(self):
+        """Forget queued work and stop every thread; return the change of
+        the configured size."""
+        while True:
+            try:
+                self.queue.get_nowait()
+            except queue_module.Empty:
+                break
+        with self._lock:
+            self._stops = 0
+            self._claim_requested = False
+        return self.setSize(0)
+
+    def join(self, timeout=None):
+        """Wait for the threads to end; return the ones still alive."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        alive = []
+        for thread in list(self.threads):
+            remaining = None if deadline is None else max(
+                0, deadline - time.monotonic())
+            thread.join(remaining)
+            if thread.is_alive():
+                alive.append(thread)
+        return alive
+
+    # -- work -------------------------------------------------------------
+
+    def put(self, item):
+        with self._lock:
+            self.outstanding += 1
+        self.queue.put(item)
+
+    def requestClaim(self):
+        """Ask an idle thread to claim jobs, unless the agent looks full or
+        a request is pending.  Return True if one was queued."""
+        with self._lock:
+            if (self._claim_requested or self.outstanding >= self.size
+                    or len(self.threads) - self._stops <= 0):
+                return False
+            self._claim_requested = True
+        self.queue.put(CLAIM)
+        return True
+
+    def _take(self):
+        item = self.queue.get()
+        with self._lock:
+            if item is STOP:
+                self._stops -= 1
+            elif item is CLAIM:
+                self._claim_requested = False
+        return item
+
+    def _done(self):
+        with self._lock:
+            self.outstanding -= 1
+
+    def _work(self):
+        dispatcher = self.dispatcher
+        local = local_module.local
+        local.dispatcher = dispatcher
+        local.name = self.name
+        ident = str(threading.get_ident())
+        self.jobids[ident] = None
+        conn = dispatcher.db.open(
+            transaction_manager=transaction.TransactionManager())
+        try:
+            while True:
+                item = self._take()
+                if item is STOP:
+                    break
+                if item is CLAIM:
+                    items = self._claim(conn)
+                else:
+                    items = [item]
+                while items:
+                    first = items[0]
+                    for other in items[1:]:
+                        self.queue.put(other)
+                    try:
+                        keep_going = self._perform(conn, ident, first)
+                    finally:
+                        self._done()
+                    if not keep_going or not dispatcher.activated:
+                        break
+                    items = self._claim(conn)
+        finally:
+            local.dispatcher = None
+            local.name = None
+            local.job = None
+            try:
+                conn.transaction_manager.abort()
+                conn.close()
+            except Exception:  # pragma: no cover - db closed under us
+                utils.trace_log.debug('closing a worker connection failed',
+                                      exc_info=True)
+            self.jobids.pop(ident, None)
+            if dispatcher.activated:
+                # Replace this thread if it died of an unexpected error.
+                try:
+                    dispatcher.reactor.callFromThread(self._replace)
+                except Exception:  # pragma: no cover - reactor gone
+                    pass
+
+    def _replace(self):
+        if self.dispatcher.activated and self.size:
+            self.setSize()
+
+    def _claim(self, conn):
+        """Claim jobs for the agent in this thread's connection; return the
+        work items (already counted as outstanding)."""
+        if not self.dispatcher.activated:
+            return []
+        items = self.dispatcher._claim(conn, self.queue_name, self.name, self)
+        if isinstance(items, Failure):
+            return []
+        with self._lock:
+            self.outstanding += len(items)
+        return items
+
+    def _load(self, conn, oid, database_name):
+        """Load the job in a fresh transaction, retrying database trouble."""
+        tm = conn.transaction_manager
+        backoff = utils.INITIAL_BACKOFF
+        errors = 0
+        while True:
+            tm.begin()
+            try:
+                if database_name != conn.db().database_name:
+                    jar = conn.get_connection(database_name)
+                else:
+                    jar = conn
+                job = jar.get(ZODB.utils.p64(oid))
+                job._p_activate()
+                return job
+            except utils.ClientDisconnected:
+                tm.abort()
+                utils.events_log.info(
+                    'ZEO client disconnected while loading job %d; '
+                    'retrying in %d seconds', oid, backoff)
+                utils.sleep(backoff)
+                backoff = min(utils.MAX_BACKOFF,
+                              backoff + utils.BACKOFF_INCREMENT)
+            except ZODB.POSException.TransactionError:
+                tm.abort()
+                errors += 1
+                if errors == 1 or errors % 5 == 0:
+                    utils.events_log.warning(
+                        'transaction error loading job %d (%d so far); '
+                        'retrying', oid, errors, exc_info=True)
+
+    def _perform(self, conn, ident, item):
+        """Run one job; return False if the thread should stop."""
+        dispatcher = self.dispatcher
+        oid, database_name, info = item
+        tm = conn.transaction_manager
+        if not dispatcher.activated:
+            return False
+        self.jobids[ident] = (oid, database_name)
+        info['thread'] = int(ident)
+        info['started'] = utils.now()
+        utils.trace_log.info('starting in thread %s: %s', ident, info['call'])
+        try:
+            job = self._load(conn, oid, database_name)
+            try:
+                result = job()
+            except interfaces.BadStatusError:
+                tm.abort()
+                utils.events_log.error(
+                    'job already completed?  %s', info['call'], exc_info=True)
+                self._remove_bad_job(job, tm)
+                result = job.result
+            except interfaces.ReassignedError:
+                tm.abort()
+                info['reassigned'] = True
+                info['completed'] = utils.now()
+                return True
+            except (SystemExit, KeyboardInterrupt):
+                tm.abort()
+                raise
+            except Exception:
+                tm.abort()
+                utils.events_log.critical(
+                    'unexpected error in worker thread %s running %s; '
+                    'the thread ends and is replaced', ident, info['call'],
+                    exc_info=True)
+                info['completed'] = utils.now()
+                info['failed'] = True
+                info['result'] = _result_text(Failure())
+                return False
+            info['failed'] = isinstance(result, Failure)
+            info['result'] = _result_text(result)
+            info['completed'] = utils.now()
+            return True
+        finally:
+            local_module.local.job = None
+            tm.abort()
+            self.jobids[ident] = None
+            utils.trace_log.info(
+                'completed in thread %s: %s', ident, info['call'])
+
+    #: consecutive database errors after which cleaning up a bad job logs
+    #: CRITICAL (and then again every this many errors)
+    frequent_errors = 10
+
+    def _remove_bad_job(self, job, tm):
+        """Move a job the queue should not have handed out off the agent."""
+        if job.status == interfaces.CALLBACKS:
+            try:
+                job.resumeCallbacks()
+            except Exception:
+                tm.abort()
+                utils.events_log.critical(
+                    'could not resume callbacks of %r', job, exc_info=True)
+            return
+        errors = 0
+        while True:
+            try:
+                tm.begin()
+                agent = job.agent
+                status = job.status
+                if status == interfaces.COMPLETED:
+                    if agent is not None and job.parent is agent:
+                        agent.jobCompleted(job)
+                elif status == interfaces.ACTIVE:
+                    # Someone else runs it (or it was interrupted): the
+                    # agent's cleaning deals with it, not us.
+                    tm.abort()
+                    return
+                else:
+                    job.fail()
+                tm.commit()
+                return
+            except (SystemExit, KeyboardInterrupt):
+                tm.abort()
+                raise
+            except interfaces.BadStatusError:
+                tm.abort()
+                utils.events_log.error(
+                    'cannot move bad job %r off its agent', job, exc_info=True)
+                return
+            except Exception:
+                tm.abort()
+                errors += 1
+                if errors % self.frequent_errors == 0:
+                    utils.events_log.critical(
+                        'frequent database errors (%d) while removing bad '
+                        'job %r from its agent', errors, job, exc_info=True)
+                utils.sleep(1)
