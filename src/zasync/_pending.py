@@ -1,0 +1,173 @@
+"""The store of a queue's pending jobs: ordered, sharded, conflict-free.
+
+Layout (three levels, each level a small persistent object)::
+
+    root  ResolvingIndex   (class, epoch)   -> node(s)
+    node  ResolvingIndex   (window, group)  -> shard(s)
+    shard ResolvingMap     (seq, random)    -> job
+
+* ``class`` is 0 for jobs put back (served first), 1 for the others.
+* ``window`` is the second (POSIX time) at which the job becomes due;
+  ``epoch`` is ``window >> EPOCH_BITS`` (about 17 minutes), so a node never
+  holds more than ~1000 windows.  Put-back jobs use window 0.
+* ``seq`` comes from a conflict-free counter (a ``BTrees.Length``): jobs of
+  the same window are kept in put order.  ``group`` is ``seq // SHARD_SIZE``,
+  so a shard holds at most about ``SHARD_SIZE`` jobs whatever the clock does.
+  Concurrent puts may read the same ``seq``; the random part keeps their
+  keys apart.
+
+Every level merges concurrent changes of different entries (see
+``zasync._resolving``), hence: puts never conflict with puts or claims,
+claims of different jobs never conflict, two claims of the same job do.
+The total is a ``BTrees.Length``.  Each put or claim loads and writes a
+constant number of small objects; see ``docs/queue.rst``.
+"""
+import random
+
+import BTrees.Length
+import persistent
+
+from zasync._resolving import ResolvingIndex
+from zasync._resolving import ResolvingMap
+
+SHARD_SIZE = 64
+EPOCH_BITS = 10
+PUT_BACK = 0
+REGULAR = 1
+
+
+class Location:
+    """Where an entry lives (in memory only, for removal)."""
+
+    __slots__ = ('root_key', 'node', 'node_key', 'shard', 'key')
+
+    def __init__(self, root_key, node, node_key, shard, key):
+        self.root_key = root_key
+        self.node = node
+        self.node_key = node_key
+        self.shard = shard
+        self.key = key
+
+    @property
+    def put_back(self):
+        return self.root_key[0] == PUT_BACK
+
+    @property
+    def window(self):
+        return self.node_key[0]
+
+
+def window_of(when):
+    """The integer second of an aware datetime."""
+    return int(when.timestamp() // 1)
+
+
+class PendingJobs(persistent.Persistent):
+    """Ordered pending entries: put-back ones first (FIFO), then by due
+    second, then in put order."""
+
+    def __init__(self):
+        self._root = ResolvingIndex()
+        self._seq = BTrees.Length.Length()
+        self._length = BTrees.Length.Length()
+
+    def __len__(self):
+        return self._length()
+
+    def add(self, obj, when=None, put_back=False):
+        """Add ``obj``, due at ``when`` (aware datetime), or first in line
+        when ``put_back``."""
+        seq = self._seq()
+        self._seq.change(1)
+        group = seq // SHARD_SIZE
+        if put_back:
+            root_key, node_key = (PUT_BACK, 0), (0, group)
+        else:
+            window = window_of(when)
+            root_key = (REGULAR, window >> EPOCH_BITS)
+            node_key = (window, group)
+        node = self._live_child(self._root, root_key, ResolvingIndex)
+        shard = self._live_child(node, node_key, ResolvingMap)
+        key = (seq, random.getrandbits(62))
+        shard.add(key, obj)
+        self._length.change(1)
+        return Location(root_key, node, node_key, shard, key)
+
+    def _live_child(self, index, key, factory):
+        for child in index.get(key):
+            if not child.retired:
+                return child
+        child = factory()
+        jar = self._p_jar
+        if jar is not None:
+            jar.add(child)
+        index.add(key, child)
+        return child
+
+    def entries(self, until=None):
+        """``(location, obj)`` in order; with ``until`` (a datetime), stop
+        before the first window later than ``until``'s second."""
+        limit = None if until is None else window_of(until)
+        for root_key, nodes in self._root.sorted_items():
+            if (limit is not None and root_key[0] == REGULAR
+                    and root_key[1] > limit >> EPOCH_BITS):
+                return
+            if len(nodes) == 1:
+                node_items = [(k, nodes[0], shards)
+                              for k, shards in nodes[0].sorted_items()]
+            else:   # created concurrently: merge
+                node_items = sorted(
+                    ((k, node, shards) for node in nodes
+                     for k, shards in node.sorted_items()),
+                    key=lambda item: item[0])
+            for node_key, node, shards in node_items:
+                if (limit is not None and root_key[0] == REGULAR
+                        and node_key[0] > limit):
+                    return
+                if len(shards) == 1:
+                    items = [(k, shards[0], v)
+                             for k, v in shards[0].sorted_items()]
+                else:
+                    items = sorted(
+                        ((k, shard, v) for shard in shards
+                         for k, v in shard.sorted_items()),
+                        key=lambda item: item[0])
+                for key, shard, obj in items:
+                    yield Location(root_key, node, node_key, shard, key), obj
+
+    def __iter__(self):
+        for location, obj in self.entries():
+            yield obj
+
+    def find(self, obj):
+        """The location of ``obj`` (by identity), or None.  Linear."""
+        for location, candidate in self.entries():
+            if candidate is obj:
+                return location
+        return None
+
+    def discard(self, location, now=None):
+        """Remove the entry at ``location``; prune what became empty and can
+        no longer receive entries."""
+        location.shard.remove(location.key)
+        self._length.change(-1)
+        self._prune(location, now)
+
+    def _prune(self, location, now):
+        shard, node = location.shard, location.node
+        if shard:
+            return
+        current_group = self._seq() // SHARD_SIZE
+        old_group = location.node_key[1] < current_group - 1
+        old_window = (now is not None and not location.put_back
+                      and location.window < window_of(now) - 1)
+        if not (old_group or old_window):
+            return   # puts may still target this shard
+        # Retiring writes the shard: a concurrent put into it conflicts
+        # instead of adding to an orphan.
+        shard.retired = True
+        node.discard(location.node_key, shard)
+        if (len(node) == 0 and not location.put_back and now is not None
+                and location.root_key[1] < window_of(now) >> EPOCH_BITS):
+            node.retired = True
+            self._root.discard(location.root_key, node)

@@ -1,0 +1,232 @@
+"""Agents claim jobs from a queue for a dispatcher and hold them meanwhile.
+
+See ``docs/agent.rst``.
+"""
+import datetime
+
+import BTrees.LOBTree
+import BTrees.Length
+import persistent
+import random
+import zope.interface
+
+from zasync import interfaces
+from zasync import utils
+from zasync._resolving import ResolvingMap
+
+
+# --------------------------------------------------------------------------
+# Completed jobs
+
+
+@zope.interface.implementer(interfaces.ICompletedCollection)
+class CompletedCollection(persistent.Persistent):
+    """Recently completed jobs, newest first, pruned by age.
+
+    Keys come from ``zasync.utils.dt_to_long`` (newer times get smaller
+    keys), with the low 4 bits used to keep jobs completed within the same
+    microsecond apart.  Every ``add`` drops the jobs older than ``period``,
+    so the collection holds at most one period's worth of jobs.
+    """
+
+    period = datetime.timedelta(days=7)
+    __parent__ = None
+
+    def __init__(self, period=None):
+        if period is not None:
+            self.period = period
+        self._data = BTrees.LOBTree.LOBTree()
+        self._length = BTrees.Length.Length()
+
+    def add(self, job):
+        now = utils.now()
+        key = utils.dt_to_long(now) + 15
+        while key in self._data:
+            key -= 1
+        job.key = key
+        job.parent = self.__parent__
+        self._data[key] = job
+        self._length.change(1)
+        self.prune(now)
+
+    def prune(self, now=None):
+        """Drop jobs completed more than ``period`` before ``now``."""
+        if now is None:
+            now = utils.now()
+        cutoff = utils.dt_to_long(now - self.period) + 15
+        old = list(self._data.keys(min=cutoff, excludemin=True))
+        for key in old:
+            del self._data[key]
+        if old:
+            self._length.change(-len(old))
+        return len(old)
+
+    def _range(self, start=None, stop=None):
+        low = None if start is None else utils.dt_to_long(start)
+        high = None if stop is None else utils.dt_to_long(stop) + 15
+        return self._data.values(min=low, max=high)
+
+    def iter(self, start=None, stop=None):
+        """Jobs from ``start`` (the newer bound) back to ``stop``."""
+        return iter(self._range(start, stop))
+
+    def __iter__(self):
+        return iter(self._data.values())
+
+    def __len__(self):
+        return self._length()
+
+    def __bool__(self):
+        return self._length() > 0
+
+    def first(self, start=None):
+        """The newest job, or the newest at or older than ``start``."""
+        for job in self._range(start, None):
+            return job
+        raise ValueError('no job')
+
+    def last(self, stop=None):
+        """The oldest job, or the oldest at or newer than ``stop``."""
+        high = None if stop is None else utils.dt_to_long(stop) + 15
+        try:
+            key = self._data.maxKey(high)
+        except ValueError:
+            raise ValueError('no job')
+        return self._data[key]
+
+
+# --------------------------------------------------------------------------
+# The agent
+
+
+@zope.interface.implementer(interfaces.IAgent)
+class Agent(utils.Base):
+    """Claims up to ``size`` jobs at a time, chosen by ``filter(job)``
+    (side-effect free) or by ``chooser(agent)`` (which claims itself).
+
+    The held jobs live in a conflict-resolving map: claiming a job and
+    completing another one in different transactions merge.
+    """
+
+    name = None
+    _chooser = None
+    _filter = None
+
+    def __init__(self, chooser=None, filter=None, size=3):
+        if chooser is not None and filter is not None:
+            raise ValueError('cannot set both chooser and filter to non-None')
+        self._data = ResolvingMap()
+        self.size = size
+        self.filter = filter
+        self.chooser = chooser
+        self.completed = CompletedCollection()
+        self.completed.__parent__ = self
+
+    def __repr__(self):
+        return '<%s %r (%d/%d jobs)>' % (
+            type(self).__name__, self.name, len(self), self.size)
+
+    @property
+    def chooser(self):
+        return self._chooser
+
+    @chooser.setter
+    def chooser(self, value):
+        if value is not None and self._filter is not None:
+            raise ValueError('cannot set both chooser and filter to non-None')
+        self._chooser = value
+        if value is None:
+            zope.interface.alsoProvides(self, interfaces.IFilterAgent)
+        else:
+            zope.interface.noLongerProvides(self, interfaces.IFilterAgent)
+
+    @property
+    def filter(self):
+        return self._filter
+
+    @filter.setter
+    def filter(self, value):
+        if value is not None and self._chooser is not None:
+            raise ValueError('cannot set both chooser and filter to non-None')
+        self._filter = value
+
+    @property
+    def queue(self):
+        record = self.parent
+        return None if record is None else record.parent
+
+    # -- sequence API ------------------------------------------------------
+
+    def _items(self):
+        return self._data.sorted_items()
+
+    def __len__(self):
+        return len(self._data)
+
+    def __bool__(self):
+        return bool(self._data)
+
+    def __iter__(self):
+        return iter([job for key, job in self._items()])
+
+    def __getitem__(self, index):
+        return self._items()[index][1]
+
+    def __delitem__(self, index):
+        self._data.remove(self._items()[index][0])
+
+    def index(self, job):
+        for i, (key, candidate) in enumerate(self._items()):
+            if candidate is job:
+                return i
+        raise ValueError('job not in agent', job)
+
+    def remove(self, job):
+        """Remove ``job`` (left with its parent: the caller re-homes it)."""
+        del self[self.index(job)]
+
+    def pull(self, index=0):
+        """Remove and return the job at ``index``, without parent."""
+        key, job = self._items()[index]
+        self._data.remove(key)
+        job.parent = None
+        return job
+
+    def _append(self, job):
+        items = self._items()
+        seq = items[-1][0][0] + 1 if items else 0
+        self._data.add((seq, random.getrandbits(62)), job)
+
+    # -- claiming ----------------------------------------------------------
+
+    def claimJob(self):
+        """Claim a job if the dispatcher is alive and there is room."""
+        record = self.parent
+        if record is None or not record.activated or record.dead:
+            return None
+        if len(self) >= self.size:
+            return None
+        job = self._choose()
+        if job is not None:
+            job.parent = self
+            self._append(job)
+        return job
+
+    def _choose(self):
+        """The subclass hook: claim (and return) a job, or None."""
+        if self._chooser is not None:
+            return self._chooser(self)
+        return self.queue.claim(self._filter)
+
+    def jobCompleted(self, job):
+        """Move ``job`` from the held jobs to ``completed``."""
+        self.remove(job)
+        self.completed.add(job)
+
+
+def addMainAgentActivationHandler(event):
+    """On ``IDispatcherActivated``: give the dispatcher a ``'main'`` agent
+    if it has none."""
+    agents = event.object
+    if 'main' not in agents:
+        agents['main'] = Agent()

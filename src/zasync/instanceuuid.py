@@ -1,0 +1,94 @@
+"""The UUID of this process (instance), identifying its dispatcher.
+
+The value comes from the environment variable ``ZASYNC_UUID`` -- either a
+UUID itself, or the path of a file holding one -- else from ``uuid.txt`` in
+the current directory.  A missing file is created with a new UUID.  It is
+computed the first time it is asked for, never at import.
+"""
+import os
+import threading
+import uuid
+
+import zope.interface
+
+from zasync import interfaces
+
+key = 'ZASYNC_UUID'
+FILE_NAME = 'uuid.txt'
+
+zope.interface.classImplements(uuid.UUID, interfaces.IUUID)
+
+_lock = threading.Lock()
+_value = None
+
+EXPLANATION = """
+This file holds the UUID of a zasync instance (the first line).  It
+identifies this process's dispatcher in every queue it serves, so two
+processes working on the same database need two different UUIDs (two
+files, or two values of the %s environment variable).  Deleting the file
+gives the process a new identity on its next start; the old one's jobs are
+then cleaned up once it is found dead.
+""" % key
+
+
+def file_name():
+    """The file holding the UUID (unless the environment holds the UUID)."""
+    value = os.environ.get(key, '').strip()
+    if value and _parse(value) is None:
+        return os.path.abspath(value)
+    return os.path.abspath(FILE_NAME)
+
+
+def _parse(text):
+    try:
+        return uuid.UUID(text.strip())
+    except ValueError:
+        return None
+
+
+def _compute():
+    value = os.environ.get(key, '').strip()
+    if value:
+        parsed = _parse(value)
+        if parsed is not None:
+            return parsed
+    path = file_name()
+    if os.path.exists(path):
+        with open(path) as f:
+            first = f.readline()
+        parsed = _parse(first)
+        if parsed is None:
+            raise ValueError('%s does not start with a UUID: %r'
+                             % (path, first))
+        return parsed
+    new = uuid.uuid1()
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(str(new) + '\n' + EXPLANATION)
+    return new
+
+
+def getUUID():
+    """This process's UUID (computed, and stored if need be, once)."""
+    global _value
+    if _value is None:
+        with _lock:
+            if _value is None:
+                _value = _compute()
+    return _value
+
+
+def reset():
+    """Forget the computed UUID (for tests)."""
+    global _value
+    with _lock:
+        _value = None
+
+
+def __getattr__(name):
+    # ``instanceuuid.UUID`` as in zc.async, but lazy.
+    if name == 'UUID':
+        return getUUID()
+    raise AttributeError(name)

@@ -1,0 +1,525 @@
+"""Queues of pending jobs, quotas, and the registry of dispatchers.
+
+``root[zasync.interfaces.KEY]`` is a ``Queues`` mapping; the main queue is
+stored under ``''``.  See ``docs/queue.rst`` and ``docs/quotas.rst``.
+"""
+import datetime
+import logging
+
+import persistent.interfaces
+import zope.component
+import zope.event
+import zope.interface
+import zope.minmax
+
+from zasync import interfaces
+from zasync import utils
+from zasync._dict import Dict
+from zasync._pending import PendingJobs
+from zasync.interfaces import CALLBACKS
+from zasync.interfaces import COMPLETED
+from zasync.interfaces import NEW
+from zasync.interfaces import PENDING
+from zasync.utils import events_log
+
+
+def _assigner_uuid():
+    """The UUID stamped on jobs put in a queue by this process."""
+    uuid = zope.component.queryUtility(interfaces.IUUID)
+    if uuid is None:
+        from zasync import instanceuuid
+        uuid = instanceuuid.getUUID()
+    return uuid
+
+
+def _as_job(item):
+    job = interfaces.IJob(item, None)
+    if job is None:
+        if not callable(item):
+            raise TypeError('cannot queue %r: not a job and not callable'
+                            % (item,))
+        from zasync.job import Job
+        job = Job(item)
+    return job
+
+
+# --------------------------------------------------------------------------
+# Queues
+
+
+@zope.interface.implementer(interfaces.IQueues)
+class Queues(Dict):
+    """The queues of a database, by name (``''`` is the default queue)."""
+
+    def _check(self, key, value):
+        if not interfaces.IQueue.providedBy(value):
+            raise ValueError('value must be IQueue')
+
+
+# --------------------------------------------------------------------------
+# The queue
+
+
+@zope.interface.implementer(interfaces.IQueue)
+class Queue(utils.Base):
+    """Pending jobs in claim order.
+
+    Jobs put back (interrupted or retried "now") come first, in the order
+    they were put back; then the others by the second at which they become
+    due (``begin_after``, or the put time), and in put order within a
+    second.  Jobs due later are held until then.
+    """
+
+    name = None
+
+    def __init__(self):
+        self._pending = PendingJobs()
+        self.quotas = Quotas()
+        self.quotas.parent = self
+        self.dispatchers = Dispatchers()
+        self.dispatchers.parent = self
+
+    def __repr__(self):
+        return '<%s %r (%d pending)>' % (
+            utils.custom_repr(self), self.name, len(self))
+
+    # -- adding ------------------------------------------------------------
+
+    def put(self, item, begin_after=None, begin_by=None,
+            failure_log_level=None, retry_policy_factory=None):
+        job = _as_job(item)
+        if failure_log_level is not None:
+            job.failure_log_level = failure_log_level
+        if retry_policy_factory is not None:
+            job.retry_policy_factory = retry_policy_factory
+        if job.status != NEW:
+            raise ValueError('cannot add already-assigned job')
+        for name in job.quota_names:
+            if name not in self.quotas:
+                raise ValueError('unknown quota name', name)
+        now = utils.now()
+        if begin_after is not None:
+            job.begin_after = begin_after   # validates, converts to UTC
+        elif job.begin_after is None:
+            job.begin_after = now
+        if begin_by is not None:
+            job.begin_by = begin_by
+        if job.assignerUUID is None:
+            # zc.async had this test inverted: fresh jobs went unstamped.
+            # Rescheduled jobs keep the UUID of whoever put them first.
+            job.assignerUUID = _assigner_uuid()
+        self._adopt(job)
+        self._pending.add(job, max(job.begin_after, now))
+        job.parent = self
+        return job
+
+    def putBack(self, item):
+        """Put a rescheduled or interrupted job first in line."""
+        job = interfaces.IJob(item, None)
+        if job is None:
+            raise TypeError('can only put back jobs, not %r' % (item,))
+        if job.status != NEW:
+            raise ValueError('can only put back NEW jobs, not %s ones'
+                             % job.status)
+        if job.begin_after is None:
+            raise ValueError('a job put back must have a begin_after')
+        if job._p_jar is None:
+            raise ValueError('a job put back must already be stored')
+        self._pending.add(job, put_back=True)
+        job.parent = self
+        return job
+
+    def _adopt(self, job):
+        if job._p_jar is None and self._p_jar is not None:
+            # the job's oid then comes from (and it lives in) our database
+            self._p_jar.add(job)
+
+    # -- removing ----------------------------------------------------------
+
+    def _discard(self, location, job, now=None):
+        self._pending.discard(location, now)
+        job.parent = None
+
+    def pull(self, index=0):
+        """Remove and return the pending job at ``index`` (cancel it)."""
+        length = len(self)
+        if index < 0:
+            index += length
+        if not 0 <= index < length:
+            raise IndexError(index)
+        for i, (location, job) in enumerate(self._pending.entries()):
+            if i == index:
+                self._discard(location, job, utils.now())
+                job.assignerUUID = None
+                return job
+        raise IndexError(index)   # pragma: no cover - length out of sync
+
+    def remove(self, item):
+        """Remove a pending job (``LookupError`` if it is not here)."""
+        location = self._pending.find(item)
+        if location is None:
+            raise LookupError('item not in queue', item)
+        self._discard(location, item, utils.now())
+        item.assignerUUID = None
+
+    def claim(self, filter=None, default=None):
+        """Remove and return the first due job that ``filter`` accepts.
+
+        A job past its ``begin_by`` deadline is not returned itself: a new
+        job failing it with ``TimeoutError`` is (quotas do not apply).
+        """
+        if not len(self):
+            return default
+        now = utils.now()
+        cleaned = set()
+        for location, job in self._pending.entries(until=now):
+            begin_after = job.begin_after
+            if begin_after is not None and begin_after > now:
+                continue    # due later within this second
+            if (job.begin_by is not None and begin_after is not None
+                    and begin_after + job.begin_by < now):
+                candidate = self._timeout_wrapper(job, now)
+                quotas = ()
+            else:
+                candidate = job
+                quotas = self._quotas_of(job, cleaned)
+                if quotas is None:
+                    continue
+            if filter is not None and not filter(candidate):
+                continue
+            self._discard(location, job, now)
+            for quota in quotas:
+                quota.add(job)
+            if candidate is not job:
+                self._adopt(candidate)
+                job.parent = candidate
+                candidate.parent = None
+            return candidate
+        return default
+
+    def _quotas_of(self, job, cleaned):
+        """The quotas ``job`` counts against, or None if one is full."""
+        quotas = []
+        for name in job.quota_names:
+            quota = self.quotas.get(name)
+            if quota is None:
+                continue    # removed quota: ignore
+            if name not in cleaned:
+                quota.clean()
+                cleaned.add(name)
+            if quota.filled and job not in quota:
+                return None
+            quotas.append(quota)
+        return quotas
+
+    def _timeout_wrapper(self, job, now):
+        from zasync.job import Job
+        wrapper = Job(job.fail, interfaces.TimeoutError())
+        wrapper.begin_after = now
+        wrapper.assignerUUID = _assigner_uuid()
+        return wrapper
+
+    # -- reading -----------------------------------------------------------
+
+    def __len__(self):
+        return len(self._pending)
+
+    def __bool__(self):
+        return len(self._pending) > 0
+
+    def __iter__(self):
+        return iter(self._pending)
+
+    def __getitem__(self, index):
+        """The job at ``index`` in claim order (linear)."""
+        length = len(self)
+        if index < 0:
+            index += length
+        if not 0 <= index < length:
+            raise IndexError(index)
+        for i, job in enumerate(self._pending):
+            if i == index:
+                return job
+        raise IndexError(index)   # pragma: no cover
+
+
+# --------------------------------------------------------------------------
+# Quotas
+
+
+@zope.interface.implementer(interfaces.IQuota)
+class Quota(utils.Base):
+    """At most ``size`` running jobs naming this quota, across dispatchers.
+
+    The jobs are a plain tuple on purpose: no conflict resolution, so two
+    processes cannot both take the last slot.
+    """
+
+    def __init__(self, name, size):
+        self.name = name
+        self.size = size
+        self._data = ()
+
+    def clean(self):
+        """Drop jobs that do not count any more: done ones and ones
+        rescheduled for later."""
+        now = utils.now()
+        keep = tuple(
+            job for job in self._data
+            if job.status not in (CALLBACKS, COMPLETED)
+            and not (job.status == PENDING and job.begin_after is not None
+                     and job.begin_after > now))
+        if len(keep) != len(self._data):
+            self._data = keep
+
+    @property
+    def filled(self):
+        return len(self._data) >= self.size
+
+    def add(self, job):
+        if job in self:
+            return
+        if not interfaces.IJob.providedBy(job):
+            raise ValueError('must be IJob')
+        if self.name not in job.quota_names:
+            raise ValueError('quota name not in job.quota_names')
+        if self.filled:
+            raise ValueError('Quota is filled')
+        self._data += (job,)
+
+    def __contains__(self, job):
+        return any(candidate is job for candidate in self._data)
+
+    def __len__(self):
+        return len(self._data)
+
+    def __bool__(self):
+        return bool(self._data)
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __getitem__(self, index):
+        return self._data[index]
+
+    def get(self, index, default=None):
+        """The job at ``index``, or ``default`` (zc.async's delegated to a
+        tuple, which has no ``get``)."""
+        try:
+            return self._data[index]
+        except IndexError:
+            return default
+
+    def __repr__(self):
+        return '<%s %r size=%d, %d job(s)>' % (
+            type(self).__name__, self.name, self.size, len(self))
+
+
+@zope.interface.implementer(interfaces.IQuotas)
+class Quotas(Dict):
+    """A queue's quotas: use ``create`` and ``remove`` to change them."""
+
+    def create(self, name, size=1):
+        Dict.__setitem__(self, name, Quota(name, size))
+        return self[name]
+
+    def remove(self, name):
+        Dict.pop(self, name)
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError('use quotas.create(name, size) and '
+                        'quotas.remove(name)')
+
+    __setitem__ = __delitem__ = update = pop = setdefault = clear = _refuse
+
+
+# --------------------------------------------------------------------------
+# Dispatcher registry
+
+
+class Maximum(zope.minmax.Maximum):
+    """``zope.minmax.Maximum`` whose conflict resolution copes with None
+    (Python 3 cannot compare None with a datetime)."""
+
+    def _p_resolveConflict(self, old, committed, new):
+        if committed is None:
+            return new
+        if new is None:
+            return committed
+        return max(committed, new)
+
+
+@zope.interface.implementer(interfaces.IDispatcherAgents)
+class DispatcherAgents(Dict):
+    """One dispatcher's agents in a queue, and whether it is alive."""
+
+    activated = None
+    ping_interval = datetime.timedelta(seconds=30)
+    ping_death_interval = datetime.timedelta(seconds=60)
+
+    def __init__(self, uuid):
+        super().__init__()
+        self.UUID = uuid
+        self.last_ping = Maximum()
+
+    def __repr__(self):
+        return '<%s %s>' % (type(self).__name__, self.UUID)
+
+    def _check(self, key, value):
+        if not interfaces.IAgent.providedBy(value):
+            raise ValueError('value must be IAgent')
+        if len(value):
+            raise ValueError('cannot add an agent that holds jobs')
+        old = self.get(key)
+        if old is not None and old is not value and len(old):
+            raise ValueError('cannot replace an agent that holds jobs')
+
+    def pop(self, key, *default):
+        agent = self.get(key)
+        if agent is not None and len(agent):
+            raise ValueError('cannot remove an agent that holds jobs')
+        return Dict.pop(self, key, *default)
+
+    @property
+    def dead(self):
+        """True when neither activated nor pinged within the death
+        interval."""
+        last_ping = self.last_ping.value
+        activated = self.activated
+        if activated is not None and (last_ping is None
+                                      or activated > last_ping):
+            reference = activated
+        elif last_ping is not None:
+            reference = last_ping
+        else:
+            return False
+        return reference + self.ping_death_interval < utils.now()
+
+    def activate(self):
+        if self.activated:
+            raise ValueError('Already activated')
+        self._clean()
+        self.activated = utils.now()
+        zope.event.notify(interfaces.DispatcherActivated(self))
+
+    def reactivate(self):
+        self.activated = utils.now()
+        zope.event.notify(interfaces.DispatcherReactivated(self))
+
+    def deactivate(self):
+        if not self.activated:
+            raise ValueError('Not activated')
+        self.activated = None
+        self._clean()
+        zope.event.notify(interfaces.DispatcherDeactivated(self))
+
+    def _clean(self):
+        """Take every job out of the agents: jobs that did not start go back
+        to the queue, interrupted ones get a wrapper job that deals with the
+        interruption, completed ones go to ``completed``."""
+        queue = self.parent
+        from zasync.job import Job
+        from zasync.job import RetryCommonForever
+        for agent in self.values():
+            while len(agent):
+                job = agent.pull()
+                status = job.status
+                if status != NEW and status in (PENDING,
+                                                interfaces.ASSIGNED):
+                    # zc.async logged this through a missing zc.async.log
+                    events_log.warning(
+                        'unexpected status %s for %r in agent %r; treating '
+                        'as NEW', status, job, agent.name)
+                    status = NEW
+                if status == NEW:
+                    queue.putBack(job)
+                elif status == interfaces.ACTIVE:
+                    queue.put(Job(job.handleInterrupt),
+                              retry_policy_factory=RetryCommonForever,
+                              failure_log_level=logging.CRITICAL)
+                elif status == CALLBACKS:
+                    wrapper = queue.put(
+                        Job(job.resumeCallbacks),
+                        retry_policy_factory=RetryCommonForever,
+                        failure_log_level=logging.CRITICAL)
+                    job.parent = wrapper
+                elif status == COMPLETED:
+                    events_log.warning(
+                        'completed job %r found in agent %r of %s while '
+                        'cleaning; moving it to completed', job, agent.name,
+                        self.UUID)
+                    agent.completed.add(job)
+
+
+@zope.interface.implementer(interfaces.IDispatchers)
+class Dispatchers(Dict):
+    """UUID -> ``DispatcherAgents`` for one queue."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError('use register(uuid) and unregister(uuid)')
+
+    __setitem__ = __delitem__ = update = pop = setdefault = clear = _refuse
+
+    def _adopt(self, key, value):
+        value.name = key
+        value.parent = self.parent   # the queue, so job.queue works
+
+    def register(self, uuid):
+        if uuid in self:
+            raise ValueError('UUID already registered')
+        agents = DispatcherAgents(uuid)
+        Dict.__setitem__(self, uuid, agents)
+        zope.event.notify(interfaces.DispatcherRegistered(agents))
+        return agents
+
+    def unregister(self, uuid):
+        agents = self[uuid]
+        if agents.activated:
+            raise ValueError('UUID is activated.')
+        Dict.pop(self, uuid)
+        # zc.async built this event with two arguments: a TypeError
+        zope.event.notify(interfaces.DispatcherUnregistered(agents))
+        return agents
+
+    def ping(self, uuid):
+        agents = self[uuid]
+        if not agents.activated:
+            events_log.critical(
+                'Dispatcher %s not activated prior to ping. This can indicate '
+                'that the dispatcher\'s ping_death_interval is set too short, '
+                'or that some transactions are taking too long to commit, or '
+                'that the clocks of the machines are out of sync. Activating.',
+                uuid)
+            agents.reactivate()
+        now = utils.now()
+        last_ping = agents.last_ping.value
+        if last_ping is None or last_ping + agents.ping_interval <= now:
+            agents.last_ping.value = now
+        sibling = self._next_activated(uuid)
+        if sibling is not None and sibling.dead:
+            events_log.error('deactivating dead dispatcher %s (found by %s)',
+                             sibling.UUID, uuid)
+            sibling.deactivate()
+
+    def _next_activated(self, uuid):
+        keys = list(self.keys())
+        position = keys.index(uuid)
+        for key in keys[position + 1:] + keys[:position]:
+            candidate = self[key]
+            if candidate.activated:
+                return candidate
+        return None
+
+
+# --------------------------------------------------------------------------
+# Adapter
+
+
+@zope.component.adapter(persistent.interfaces.IPersistent)
+@zope.interface.implementer(interfaces.IQueue)
+def getDefaultQueue(obj):
+    """The default queue (``''``) of the database ``obj`` is stored in."""
+    connection = utils.connection(obj)
+    if connection is None:
+        raise LookupError('object is not stored in a database', obj)
+    return connection.root()[interfaces.KEY]['']
