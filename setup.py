@@ -14,6 +14,13 @@ TESTS_REQUIRE = [
     'zope.testing >= 5.0',
     'zope.testrunner >= 6.0',
     'zope.principalregistry >= 5.0',  # runner doctest: <principal>
+    'RelStorage >= 4.0',  # the PostgreSQL layer
+    'pg8000 >= 1.30',
+]
+
+RELSTORAGE_REQUIRE = [
+    'RelStorage >= 4.0',
+    'pg8000 >= 1.30',   # pure-Python PostgreSQL driver
 ]
 
 setup(
@@ -64,6 +71,7 @@ setup(
     ],
     extras_require={
         'test': TESTS_REQUIRE,
+        'relstorage': RELSTORAGE_REQUIRE,
     },
     entry_points={
         'console_scripts': [
