@@ -47,6 +47,7 @@ import zope.security.interfaces
 import zope.security.management
 from zope.authentication.interfaces import IAuthentication
 from zope.component.hooks import getSite
+from zope.component.interfaces import ISite
 from zope.component.hooks import setSite
 
 from zasync import interfaces
@@ -196,7 +197,7 @@ class MainLoop:
             self._restore_signal_handlers(old_handlers)
             self._waker.close()
             self.running = False
-        return self.result
+        return self.result if self.once else None
 
     run = __call__
 
@@ -435,7 +436,11 @@ def application(appname, configfile):
                             'once with a Zope server, or register '
                             'zope.app.appsetup.bootstrap.bootStrapSubscriber'
                             ' in %s' % (ROOT_NAME, site_zcml))
-                    yield _traverse(root_folder, appname)
+                    app = _traverse(root_folder, appname)
+                    if not ISite.providedBy(app):
+                        raise TypeError('%r is not a site (it has no site '
+                                        'manager)' % (appname,))
+                    yield app
                 finally:
                     conn.transaction_manager.abort()
                     conn.close()
