@@ -113,26 +113,29 @@ class PendingJobs(persistent.Persistent):
                     and root_key[1] > limit >> EPOCH_BITS):
                 return
             if len(nodes) == 1:
-                node_items = [(k, nodes[0], shards)
+                node_items = [(k, [(nodes[0], shard) for shard in shards])
                               for k, shards in nodes[0].sorted_items()]
-            else:   # created concurrently: merge
-                node_items = sorted(
-                    ((k, node, shards) for node in nodes
-                     for k, shards in node.sorted_items()),
-                    key=lambda item: item[0])
-            for node_key, node, shards in node_items:
+            else:   # nodes created concurrently: merge them by key
+                merged = {}
+                for node in nodes:
+                    for k, shards in node.sorted_items():
+                        merged.setdefault(k, []).extend(
+                            (node, shard) for shard in shards)
+                node_items = sorted(merged.items(), key=lambda item: item[0])
+            for node_key, shards in node_items:
                 if (limit is not None and root_key[0] == REGULAR
                         and node_key[0] > limit):
                     return
                 if len(shards) == 1:
-                    items = [(k, shards[0], v)
-                             for k, v in shards[0].sorted_items()]
-                else:
+                    node, shard = shards[0]
+                    items = [(k, node, shard, v)
+                             for k, v in shard.sorted_items()]
+                else:   # shards created concurrently: merge them by key
                     items = sorted(
-                        ((k, shard, v) for shard in shards
+                        ((k, node, shard, v) for node, shard in shards
                          for k, v in shard.sorted_items()),
                         key=lambda item: item[0])
-                for key, shard, obj in items:
+                for key, node, shard, obj in items:
                     yield Location(root_key, node, node_key, shard, key), obj
 
     def __iter__(self):
