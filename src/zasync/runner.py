@@ -257,7 +257,11 @@ class MainLoop:
         return self.ticks
 
     def _worker_name(self):
-        return getattr(self.worker, '__qualname__', repr(self.worker))
+        name = getattr(self.worker, '__qualname__', None)
+        if name is None:
+            return repr(self.worker)
+        module = getattr(self.worker, '__module__', None)
+        return '%s.%s' % (module, name) if module else name
 
     # -- signals ----------------------------------------------------------
 
