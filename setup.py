@@ -16,6 +16,12 @@ TESTS_REQUIRE = [
     'zope.principalregistry >= 5.0',  # runner doctest: <principal>
     'RelStorage >= 4.0',  # the PostgreSQL layer
     'pg8000 >= 1.30',
+    # functional layer: a real Zope WSGI application over HTTP
+    'zope.app.wsgi >= 5.0',
+    'zope.app.publication >= 5.0',
+    'zope.securitypolicy >= 5.0',
+    'zope.browserpage >= 5.0',
+    'zope.login >= 3.0',
 ]
 
 RELSTORAGE_REQUIRE = [
@@ -68,6 +74,12 @@ setup(
         'ZConfig >= 3.6',
         'zope.app.appsetup >= 5.0',  # runner: zope.conf, product-config
         'zope.site >= 5.0',
+        # Zope integration (manager, ZCML, traverser)
+        'grokcore.component >= 4.0',
+        'zope.container >= 5.0',
+        'zope.location >= 5.0',
+        'zope.publisher >= 6.0',
+        'zope.traversing >= 5.0',
     ],
     extras_require={
         'test': TESTS_REQUIRE,
