@@ -200,6 +200,8 @@ class Dispatcher:
         self._new_jobs = {}                # (queue, agent) -> [ids]
         self._new_jobs_lock = threading.Lock()
         self._wake_pending = False
+        self._poll_soon_pending = False
+        self._record_oids = frozenset()    # our DispatcherAgents records
         self._pool_size_added = 0
 
     def __repr__(self):
@@ -358,14 +360,19 @@ class Dispatcher:
             queues = conn.root().get(interfaces.KEY)
             if queues is not None:
                 watched = set()
+                records = set()
                 seen = set()
                 for queue in list(queues.values()):
                     seen.add(queue.name)
                     self._poll_queue(conn, queue, poll_info, watched)
+                    da = queue.dispatchers.get(self.UUID)
+                    if da is not None and da._p_oid is not None:
+                        records.update(_direct_oids(da))
                 for name in list(self.queues):
                     if name not in seen:
                         self._retire_pools(name, None)
-                self.watcher.watch(watched)
+                self._record_oids = frozenset(records)
+                self.watcher.watch(watched | records)
         except Exception:
             tm.abort()
             utils.events_log.critical(
@@ -381,9 +388,13 @@ class Dispatcher:
         poll_info[name] = None
         if not self._activate_in(queue, tm):
             return
-        result = utils.try_five_times(
-            lambda: queue.dispatchers.ping(self.UUID),
-            'pinging dispatcher %s in queue %r' % (self.UUID, name), tm)
+        wakeup.quiet.active = True   # our own ping must not wake us
+        try:
+            result = utils.try_five_times(
+                lambda: queue.dispatchers.ping(self.UUID),
+                'pinging dispatcher %s in queue %r' % (self.UUID, name), tm)
+        finally:
+            wakeup.quiet.active = False
         if isinstance(result, Failure):
             return
         agents_info = poll_info[name] = {}
@@ -406,7 +417,12 @@ class Dispatcher:
             if pool is None:
                 pool = pools[agent_name] = AgentThreadPool(
                     self, name, agent_name)
-            self._change_pool_size(pool.setSize(size))
+            if size > pool.size:
+                # grow the DB pool first: the new threads open connections
+                self._change_pool_size(size - pool.size)
+                pool.setSize(size)
+            elif size < pool.size:
+                self._change_pool_size(pool.setSize(size))
             claimed = self._claim(conn, name, agent_name, pool)
             if isinstance(claimed, Failure):
                 info['error'] = claimed
@@ -456,9 +472,13 @@ class Dispatcher:
             da.activate()
             return True
 
-        result = utils.try_five_times(
-            activate, 'activating dispatcher %s in queue %r'
-            % (self.UUID, queue.name), tm)
+        wakeup.quiet.active = True
+        try:
+            result = utils.try_five_times(
+                activate, 'activating dispatcher %s in queue %r'
+                % (self.UUID, queue.name), tm)
+        finally:
+            wakeup.quiet.active = False
         if result is True:
             self._activated_queues.add(oid)
             return True
@@ -560,16 +580,43 @@ class Dispatcher:
 
     # -- waking up ---------------------------------------------------------
 
-    def _invalidated(self):
-        """A commit changed a watched queue (called in the committing
-        thread, which must not wait for us)."""
-        if self._wake_pending or not self.activated:
+    def _invalidated(self, oids):
+        """A commit changed a watched queue, or one of our records in a
+        queue (called in the committing thread, which must not wait)."""
+        if not self.activated:
+            return
+        records = self._record_oids
+        if oids is None or not records.isdisjoint(oids):
+            # Agents may have come or gone: poll now.
+            if not self._poll_soon_pending:
+                self._poll_soon_pending = True
+                self._call_from_thread(self._poll_soon)
+            return
+        if self._wake_pending:
             return
         self._wake_pending = True
+        self._call_from_thread(self._wake)
+
+    def _call_from_thread(self, call):
         try:
-            self.reactor.callFromThread(self._wake)
+            self.reactor.callFromThread(call)
         except Exception:  # pragma: no cover - reactor stopped
-            self._wake_pending = False
+            utils.trace_log.debug('could not wake up', exc_info=True)
+
+    def _poll_soon(self):
+        self._poll_soon_pending = False
+        if not self.activated or self._threaded:
+            # (A threaded poll may be running: the next one comes soon.)
+            self._wake()
+            return
+        if self._next_poll is not None:
+            try:
+                if self._next_poll.active():
+                    self._next_poll.cancel()
+            except Exception:  # pragma: no cover - reactor specific
+                pass
+            self._next_poll = None
+        self._poll_and_schedule()
 
     def _wake(self):
         self._wake_pending = False
@@ -752,6 +799,20 @@ class Dispatcher:
 
 _NOT_WATCHED = frozenset(['parent', '_z_parent__', '__parent__', 'dispatchers',
                           'quotas'])
+
+
+def _direct_oids(obj):
+    """The oid of ``obj`` and of the persistent objects it holds directly
+    (but not its parent)."""
+    oids = {obj._p_oid}
+    obj._p_activate()
+    for name, value in list(vars(obj).items()):
+        if (name not in _NOT_WATCHED
+                and isinstance(value, persistent.Persistent)
+                and value._p_oid is not None
+                and not interfaces.IAgent.providedBy(value)):
+            oids.add(value._p_oid)
+    return oids
 
 
 def _watched_oids(queue):

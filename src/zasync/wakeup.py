@@ -33,7 +33,8 @@ quiet = threading.local()
 
 
 class InvalidationWatcher:
-    """Call ``callback()`` when a commit changes one of the watched oids.
+    """Call ``callback(oids)`` when a commit changes watched oids (``oids``:
+    the changed watched ones, or None when unknown).
 
     ``watch(oids)`` sets the oids (a set of 8-byte oids; ``None`` watches
     everything).  ``start()`` / ``stop()`` attach to and detach from the
@@ -101,17 +102,19 @@ class InvalidationWatcher:
         if getattr(quiet, 'active', False):
             return
         watched = self._watched
-        if watched is None or not watched.isdisjoint(oids):
-            self._fire()
+        if watched is None:
+            self._fire(None)
+        elif not watched.isdisjoint(oids):
+            self._fire(watched.intersection(oids))
 
     def _invalidated_all(self):
         if not getattr(quiet, 'active', False):
-            self._fire()
+            self._fire(None)
 
-    def _fire(self):
+    def _fire(self, oids):
         self.wakeups += 1
         try:
-            self.callback()
+            self.callback(oids)
         except Exception:  # never break a commit of somebody else
             log.exception('invalidation callback failed')
 
@@ -123,8 +126,10 @@ class InvalidationWatcher:
                 log.debug('polling invalidations failed', exc_info=True)
                 continue
             if oids is None:
-                self._fire()
+                self._fire(None)
             elif oids:
                 watched = self._watched
-                if watched is None or not watched.isdisjoint(oids):
-                    self._fire()
+                if watched is None:
+                    self._fire(None)
+                elif not watched.isdisjoint(oids):
+                    self._fire(watched.intersection(oids))

@@ -1,0 +1,227 @@
+"""Throughput and latency of zasync, against the storage's own ceiling.
+
+    bin/py benchmarks/bench.py --storage file [--workers 3] [--jobs 5000]
+                               [--latency-jobs 300]
+
+One run prints:
+
+- the storage's raw commit rate for tiny transactions (the ceiling);
+- jobs/s for ``--jobs`` trivial jobs put in the queue before the agent
+  that runs them appears (enqueue -> completed), and its ratio to the
+  ceiling;
+- median and p99 latency from the enqueuing commit to the job starting,
+  for ``--latency-jobs`` jobs enqueued one by one on an idle dispatcher;
+- peak memory (max RSS) of the process.
+
+Everything runs in this process: a real Twisted reactor in a thread drives
+an in-process dispatcher.  Only ``--storage file`` (FileStorage in a
+temporary directory) is implemented here so far.
+"""
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+import persistent
+import transaction
+import ZODB
+import ZODB.FileStorage
+import zope.component
+
+from zasync import interfaces
+
+_started = {}
+_event = threading.Event()
+_expected = [None]
+
+
+def noop(i):
+    """The trivial job."""
+    return i
+
+
+def mark(i):
+    """A job that records (in this process) when it started."""
+    _started[i] = time.perf_counter()
+    if i == _expected[0]:
+        _event.set()
+    return i
+
+
+class Counter(persistent.Persistent):
+    value = 0
+
+
+def open_db(kind, directory, name):
+    if kind == 'file':
+        storage = ZODB.FileStorage.FileStorage(
+            os.path.join(directory, name + '.fs'))
+    else:
+        raise SystemExit('storage %r is not supported yet' % (kind,))
+    return ZODB.DB(storage)
+
+
+def ceiling(kind, directory, count=3000):
+    db = open_db(kind, directory, 'ceiling')
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    counter = conn.root()['counter'] = Counter()
+    tm.commit()
+    start = time.perf_counter()
+    for i in range(count):
+        counter.value = i
+        tm.commit()
+    elapsed = time.perf_counter() - start
+    conn.close()
+    db.close()
+    return count / elapsed
+
+
+class Setup:
+    """A database with a queue and a threaded in-process dispatcher."""
+
+    def __init__(self, kind, directory, name, poll_interval=5):
+        from zasync import dispatcher as dispatcher_module
+        from zasync import queue as queue_module
+        import twisted.internet.selectreactor
+        self.db = open_db(kind, directory, name)
+        self.tm = transaction.TransactionManager()
+        self.conn = self.db.open(transaction_manager=self.tm)
+        root = self.conn.root()
+        queues = root[interfaces.KEY] = queue_module.Queues()
+        self.queue = queues[''] = queue_module.Queue()
+        self.tm.commit()
+        self.reactor = twisted.internet.selectreactor.SelectReactor()
+        self.uuid = uuid.uuid4()
+        self.dispatcher = dispatcher_module.Dispatcher(
+            self.db, self.reactor, poll_interval=poll_interval,
+            uuid=self.uuid)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.wait(lambda: self.uuid in self.queue.dispatchers and
+                  self.queue.dispatchers[self.uuid].activated, 10)
+
+    def _run(self):
+        self.dispatcher.activate()
+        self.reactor.run(installSignalHandlers=False)
+
+    def wait(self, predicate, seconds, pause=0.01):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.tm.begin()
+            if predicate():
+                return
+            time.sleep(pause)
+        raise SystemExit('timed out waiting')
+
+    def add_agent(self, size):
+        from zasync import agent as agent_module
+        agent = agent_module.Agent(size=size)
+        self.queue.dispatchers[self.uuid]['main'] = agent
+        return agent
+
+    def close(self):
+        from zasync import dispatcher as dispatcher_module
+        self.reactor.callFromThread(self.reactor.stop)
+        self.thread.join(10)
+        self.dispatcher.join(10)
+        dispatcher_module.pop(self.uuid)
+        self.tm.abort()
+        self.conn.close()
+        self.db.close()
+
+
+def throughput(kind, directory, jobs, workers):
+    from zasync.job import Job
+    setup = Setup(kind, directory, 'throughput')
+    try:
+        batch = 500
+        for start in range(0, jobs, batch):
+            for i in range(start, min(jobs, start + batch)):
+                setup.queue.put(Job(noop, i))
+            setup.tm.commit()
+        agent = setup.add_agent(workers)
+        begin = time.perf_counter()
+        setup.tm.commit()
+        setup.wait(lambda: len(setup.queue) == 0 and len(agent) == 0,
+                   600, pause=0.02)
+        elapsed = time.perf_counter() - begin
+        return jobs / elapsed, elapsed
+    finally:
+        setup.close()
+
+
+def latency(kind, directory, count, workers):
+    from zasync.job import Job
+    setup = Setup(kind, directory, 'latency')
+    try:
+        setup.add_agent(workers)
+        setup.tm.commit()
+        setup.wait(lambda: 'main' in (setup.dispatcher.queues.get('') or {}),
+                   10)
+        samples = []
+        for i in range(count):
+            _event.clear()
+            _expected[0] = i
+            setup.tm.begin()
+            setup.queue.put(Job(mark, i))
+            before = time.perf_counter()
+            setup.tm.commit()
+            if not _event.wait(10):
+                raise SystemExit('job %d never started' % i)
+            samples.append(_started[i] - before)
+            time.sleep(0.002)   # idle again
+        return samples
+    finally:
+        setup.close()
+
+
+def percentile(values, fraction):
+    values = sorted(values)
+    index = min(len(values) - 1, max(0, round(fraction * len(values)) - 1))
+    return values[index]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--storage', choices=['file', 'zeo', 'relstorage'],
+                        default='file')
+    parser.add_argument('--workers', type=int, default=3,
+                        help='agent size (worker threads), default 3')
+    parser.add_argument('--jobs', type=int, default=5000)
+    parser.add_argument('--latency-jobs', type=int, default=300)
+    args = parser.parse_args(argv)
+    sys.modules.setdefault('bench', sys.modules[__name__])
+    zope.component.provideUtility(uuid.uuid4(), interfaces.IUUID)
+    directory = tempfile.mkdtemp(prefix='zasync-bench-')
+    try:
+        rate = ceiling(args.storage, directory)
+        print('storage: %s, workers: %d' % (args.storage, args.workers))
+        print('ceiling (tiny commits/s):   %8.0f' % rate)
+        jobs_per_second, elapsed = throughput(
+            args.storage, directory, args.jobs, args.workers)
+        print('jobs/s (%d trivial jobs): %8.0f   (%.2f s)'
+              % (args.jobs, jobs_per_second, elapsed))
+        print('ratio jobs/s / ceiling:     %8.2f' % (jobs_per_second / rate))
+        samples = latency(args.storage, directory, args.latency_jobs,
+                          args.workers)
+        print('enqueue->start latency (%d jobs): p50 %.2f ms, p99 %.2f ms, '
+              'max %.2f ms' % (
+                  len(samples), percentile(samples, 0.5) * 1000,
+                  percentile(samples, 0.99) * 1000, max(samples) * 1000))
+        print('median latency check: %.2f ms' % (
+            statistics.median(samples) * 1000))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print('peak memory (max RSS):      %8.1f MB' % (peak / 1024.0))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()
