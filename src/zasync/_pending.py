@@ -113,8 +113,8 @@ class PendingJobs(persistent.Persistent):
                     and root_key[1] > limit >> EPOCH_BITS):
                 return
             if len(nodes) == 1:
-                node_items = [(k, [(nodes[0], shard) for shard in shards])
-                              for k, shards in nodes[0].sorted_items()]
+                node_items = ((k, [(nodes[0], shard) for shard in shards])
+                              for k, shards in nodes[0].sorted_items())
             else:   # nodes created concurrently: merge them by key
                 merged = {}
                 for node in nodes:
@@ -128,8 +128,8 @@ class PendingJobs(persistent.Persistent):
                     return
                 if len(shards) == 1:
                     node, shard = shards[0]
-                    items = [(k, node, shard, v)
-                             for k, v in shard.sorted_items()]
+                    items = ((k, node, shard, v)
+                             for k, v in shard.sorted_items())
                 else:   # shards created concurrently: merge them by key
                     items = sorted(
                         ((k, node, shard, v) for node, shard in shards
