@@ -139,3 +139,38 @@ def getLiveAnnotation(name, default=None, timeout=0, poll=1, job=None):
     if answered.wait(timeout + 2):
         return answer[0]
     return default
+
+
+# --------------------------------------------------------------------------
+# Progress (zasync.manager.ProgressableJob.percent reads it)
+
+PROGRESS = 'zasync.progress'
+"""Annotation holding a job's progress: ``(percent, message)``."""
+
+
+def setProgress(percent, message=None, job=None):
+    """Report how far ``job`` (default: the running job) got, 0 to 100.
+
+    Other connections see it at once, while the job runs: in a dispatcher's
+    worker through a live annotation, elsewhere in a short transaction of
+    its own.  A job that is not stored yet just records it.
+    """
+    if job is None:
+        job = local.job
+    if job is None:
+        raise ValueError('setProgress needs a job: none is running')
+    if (isinstance(percent, bool) or not isinstance(percent, (int, float))
+            or not 0 <= percent <= 100):
+        raise ValueError('percent must be a number from 0 to 100, not %r'
+                         % (percent,))
+    if message is not None and not isinstance(message, str):
+        raise ValueError('message must be a string or None')
+    value = (percent, message)
+    jar = job._p_jar
+    if jar is None or job._p_oid is None:
+        job.annotations[PROGRESS] = value
+    elif local.dispatcher is not None:
+        setLiveAnnotation(PROGRESS, value, job)
+    else:
+        db = jar.db()
+        _set_annotation(db, job._p_oid, db.database_name, PROGRESS, value)
