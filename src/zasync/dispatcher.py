@@ -246,6 +246,7 @@ class Dispatcher:
         self.reactor.callWhenRunning(self._poll_and_schedule)
 
     def _shutdown(self):
+        self._shutdown_trigger = None   # firing now: nothing to remove
         if self.activated:
             self.deactivate()
 

@@ -470,3 +470,61 @@ def _status(job):
         return job.status
     except Exception as e:  # pragma: no cover - diagnostics only
         return '<%s>' % e
+
+
+# --------------------------------------------------------------------------
+# Tearing down
+
+
+class TearDownDispatcherError(RuntimeError):
+    """A dispatcher (its reactor thread or a worker thread) did not stop."""
+
+
+def tear_down_dispatcher(dispatcher, timeout=10):
+    """Stop ``dispatcher`` for good: stop its reactor (a Twisted reactor
+    running in ``dispatcher.thread`` or a started test ``Reactor``),
+    deactivate it if that did not, wait for its worker threads and remove
+    it from the registry.  Raise ``TearDownDispatcherError`` naming what
+    did not stop."""
+    from zasync import dispatcher as dispatcher_module
+    problems = []
+    reactor = dispatcher.reactor
+    try:
+        if isinstance(reactor, Reactor):
+            if reactor.running:
+                reactor.stop()
+        else:
+            thread = dispatcher.thread
+            if thread is not None and thread.is_alive():
+                reactor.callFromThread(reactor.stop)
+                thread.join(timeout)
+                if thread.is_alive():
+                    problems.append('Dispatcher (%s, %s) failed to stop.'
+                                    % (thread, dispatcher.UUID))
+        if dispatcher.activated:
+            dispatcher.deactivate()
+        for pool in dispatcher.dead_pools:
+            for thread in pool.join(timeout):
+                job_id = pool.jobids.get(str(thread.ident))
+                info = dispatcher.jobs.get(job_id) if job_id else None
+                problems.append('Job in pool %r failed to stop: %s' % (
+                    pool.name, info['call'] if info else thread.name))
+    finally:
+        if dispatcher_module.get(dispatcher.UUID) is dispatcher:
+            dispatcher_module.pop(dispatcher.UUID)
+    if problems:
+        raise TearDownDispatcherError('\n'.join(problems))
+
+
+def tear_down_dispatchers(timeout=10):
+    """``tear_down_dispatcher`` for every registered dispatcher."""
+    from zasync import dispatcher as dispatcher_module
+    errors = []
+    for dispatcher in list(dispatcher_module._dispatchers.values()):
+        try:
+            tear_down_dispatcher(dispatcher, timeout)
+        except TearDownDispatcherError as e:
+            errors.append(str(e))
+    dispatcher_module.clear()
+    if errors:
+        raise TearDownDispatcherError('\n'.join(errors))

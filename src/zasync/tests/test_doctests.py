@@ -19,6 +19,7 @@ import zope.testing.module
 import zope.testing.renormalizing
 
 import zasync
+import zasync.testing
 
 DOCS = os.path.normpath(os.path.join(
     os.path.dirname(zasync.__file__), os.pardir, os.pardir, 'docs'))
@@ -50,6 +51,9 @@ def setUp(test):
 
 def tearDown(test):
     transaction.abort()
+    # Stop the dispatchers (reactor and worker threads) a document left
+    # running, e.g. after a failure; loud if one does not stop.
+    zasync.testing.tear_down_dispatchers()
     for name in ('db', 'db2'):
         db = test.globs.get(name)
         close = getattr(db, 'close', None)
