@@ -31,6 +31,7 @@ import select
 import signal
 import sys
 import threading
+import weakref
 
 import transaction
 import ZConfig
@@ -121,6 +122,10 @@ class _Waker:
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
+        # Closed when the waker is garbage (or closed): never while someone
+        # could still call wake(), so a byte never goes to a reused fd.
+        self._finalizer = weakref.finalize(
+            self, _close_fds, self._read, self._write)
 
     def wake(self):
         try:
@@ -143,8 +148,12 @@ class _Waker:
         return woken or bool(ready)
 
     def close(self):
-        os.close(self._read)
-        os.close(self._write)
+        self._finalizer()
+
+
+def _close_fds(*fds):
+    for fd in fds:
+        os.close(fd)
 
 
 @zope.interface.implementer(interfaces.IMainLoop)
@@ -153,7 +162,7 @@ class MainLoop:
 
     See ``main_loop`` for the rules.  ``stop()`` may be called from any
     thread (or a signal handler): the loop ends after the current tick, or
-    at once if it is waiting.
+    at once if it is waiting.  A loop runs once: stopped is stopped.
     """
 
     def __init__(self, app, ticks, worker, principal=None, once=False):
@@ -191,11 +200,14 @@ class MainLoop:
                 if self.once or self._stop_requested:
                     break
                 log.debug('Waiting %s seconds', pause)
-                self._waker.wait(pause)
+                try:
+                    self._waker.wait(pause)
+                except KeyboardInterrupt:
+                    log.info('Interrupted, terminating.')
+                    break
         finally:
             setSite(old_site)
             self._restore_signal_handlers(old_handlers)
-            self._waker.close()
             self.running = False
         return self.result if self.once else None
 
@@ -208,10 +220,10 @@ class MainLoop:
         tick.  Errors other than SystemExit/KeyboardInterrupt are logged (and
         re-raised in ``once`` mode)."""
         tm = transaction_manager(self.app)
-        tm.begin()
         interaction = False
         try:
             try:
+                tm.begin()   # also syncs the connection: may fail (ZEO)
                 principal = get_principal(self.principal)
                 if principal is not None:
                     zope.security.management.newInteraction(

@@ -155,6 +155,33 @@ class MainLoopTests(DatabaseTestCase):
         thread.join(30)
         self.assertEqual(seen, [before])
 
+    def test_ctrl_c_during_the_pause_stops_cleanly(self):
+        before = signal.getsignal(signal.SIGINT)
+        calls = []
+        killers = []
+        loop = runner.MainLoop(self.app, 3600, lambda: calls.append(1))
+        real_wait = loop._waker.wait
+
+        def wait(seconds):
+            # Ctrl-C arrives while the loop waits: the default SIGINT
+            # handler raises KeyboardInterrupt there.
+            killer = threading.Thread(
+                target=os.kill, args=(os.getpid(), signal.SIGINT))
+            killers.append(killer)
+            killer.start()
+            return real_wait(seconds)
+        loop._waker.wait = wait
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            loop()
+        finally:
+            signal.signal(signal.SIGINT, before)
+            for killer in killers:
+                killer.join(30)
+        self.assertEqual(calls, [1])
+        self.assertIn('Interrupted, terminating.', self.messages('INFO'))
+        self.assertIsNone(getSite())
+
     def test_keyboard_interrupt_aborts_and_stops(self):
         def worker():
             self.app.changed = True
