@@ -33,7 +33,6 @@ import sys
 import threading
 import weakref
 
-import transaction
 import ZConfig
 import ZConfig.components.logger.logger
 import ZODB.POSException
