@@ -97,6 +97,9 @@ def setLiveAnnotation(name, value, job=None):
 
 _MISSING = object()
 
+#: seconds a worker waits for the reactor beyond ``timeout``
+REACTOR_GRACE = 2
+
 
 def getLiveAnnotation(name, default=None, timeout=0, poll=1, job=None):
     """The annotation ``name`` of ``job`` as committed now (read in a
@@ -136,7 +139,7 @@ def getLiveAnnotation(name, default=None, timeout=0, poll=1, job=None):
         answered.set()
 
     reactor.callFromThread(look)
-    if answered.wait(timeout + 2):
+    if answered.wait(timeout + REACTOR_GRACE):
         return answer[0]
     return default
 
