@@ -422,15 +422,21 @@ class DispatcherAgents(Dict):
         from zasync.job import RetryCommonForever
         for agent in self.values():
             while len(agent):
+                job = agent[0]
+                if job.parent is not agent:
+                    # Inconsistent: the job was moved elsewhere (it is
+                    # PENDING in a queue or ASSIGNED to another agent).
+                    # zc.async meant to log this but used a missing
+                    # zc.async.log.  Drop it from this agent, leave it
+                    # where it is now.
+                    events_log.warning(
+                        'unexpected status %s for %r in agent %r of %s '
+                        'while cleaning; leaving it with its parent %r',
+                        job.status, job, agent.name, self.UUID, job.parent)
+                    agent.remove(job)
+                    continue
                 job = agent.pull()
                 status = job.status
-                if status != NEW and status in (PENDING,
-                                                interfaces.ASSIGNED):
-                    # zc.async logged this through a missing zc.async.log
-                    events_log.warning(
-                        'unexpected status %s for %r in agent %r; treating '
-                        'as NEW', status, job, agent.name)
-                    status = NEW
                 if status == NEW:
                     queue.putBack(job)
                 elif status == interfaces.ACTIVE:
