@@ -1,0 +1,234 @@
+"""Agents, the completed collection, serial()/parallel() edge cases."""
+import datetime
+import operator
+import os
+import shutil
+import tempfile
+import unittest
+import uuid
+
+import transaction
+import ZODB
+import ZODB.FileStorage
+import zope.component.testing
+from ZODB.POSException import ConflictError
+
+from zasync import interfaces
+from zasync._serialparallel import parallel
+from zasync._serialparallel import serial
+from zasync.agent import Agent
+from zasync.agent import CompletedCollection
+from zasync.job import Job
+from zasync.queue import Queue
+from zasync.queue import Queues
+from zasync.testing import ManualClock
+
+UTC = datetime.timezone.utc
+
+
+def results(*jobs):
+    return [job.result for job in jobs]
+
+
+class AgentTestBase(unittest.TestCase):
+
+    def setUp(self):
+        zope.component.testing.setUp()
+        zope.component.provideUtility(uuid.uuid4(), interfaces.IUUID)
+        self.clock = ManualClock(
+            datetime.datetime(2026, 3, 1, 12, 0, tzinfo=UTC)).install()
+        self.dir = tempfile.mkdtemp(prefix='zasync-test-')
+        self.db = ZODB.DB(ZODB.FileStorage.FileStorage(
+            os.path.join(self.dir, 'Data.fs')))
+        self.tm = transaction.TransactionManager()
+        self.conn = self.db.open(self.tm)
+        root = self.conn.root()
+        root[interfaces.KEY] = Queues()
+        self.queue = root[interfaces.KEY][''] = Queue()
+        self.record = self.queue.dispatchers.register(uuid.uuid4())
+        self.agent = self.record['main'] = Agent()
+        self.record.activate()
+        self.tm.commit()
+        self.others = []
+
+    def tearDown(self):
+        for tm, conn in self.others:
+            tm.abort()
+            conn.close()
+        self.tm.abort()
+        self.conn.close()
+        self.db.close()
+        shutil.rmtree(self.dir)
+        zope.component.testing.tearDown()
+
+    def connect(self):
+        tm = transaction.TransactionManager()
+        conn = self.db.open(tm)
+        self.others.append((tm, conn))
+        queue = conn.root()[interfaces.KEY]['']
+        return tm, queue, queue.dispatchers[self.record.UUID]['main']
+
+
+class TestAgent(AgentTestBase):
+
+    def test_pull_and_delete(self):
+        jobs = [self.queue.put(Job(operator.add, i, 0)) for i in range(3)]
+        for i in range(3):
+            self.agent.claimJob()
+        self.assertIs(self.agent.pull(1), jobs[1])
+        self.assertIsNone(jobs[1].parent)
+        del self.agent[0]
+        self.assertEqual(list(self.agent), [jobs[2]])
+        self.assertRaises(ValueError, self.agent.index, jobs[0])
+        self.assertRaises(IndexError, self.agent.pull, 3)
+
+    def test_size_zero_and_chooser_returning_none(self):
+        self.queue.put(Job(operator.add, 1, 1))
+        self.agent.size = 0
+        self.assertIsNone(self.agent.claimJob())
+        chooser = self.record['c'] = Agent(chooser=lambda agent: None)
+        self.assertIsNone(chooser.claimJob())
+        self.assertEqual(len(chooser), 0)
+
+    def test_switching_filter_and_chooser(self):
+        agent = Agent(filter=bool)
+        self.assertRaises(ValueError, setattr, agent, 'chooser', bool)
+        agent.filter = None
+        agent.chooser = bool
+        self.assertFalse(interfaces.IFilterAgent.providedBy(agent))
+        self.assertRaises(ValueError, setattr, agent, 'filter', bool)
+        agent.chooser = None
+        self.assertTrue(interfaces.IFilterAgent.providedBy(agent))
+
+    def test_agent_without_record_claims_nothing(self):
+        self.assertIsNone(Agent().claimJob())
+
+    def test_claim_and_completion_in_two_connections_merge(self):
+        a = self.queue.put(Job(operator.add, 1, 1))
+        self.queue.put(Job(operator.add, 2, 2))
+        self.tm.commit()
+        self.agent.claimJob()
+        self.tm.commit()
+        tm1, queue1, agent1 = self.connect()
+        tm2, queue2, agent2 = self.connect()
+        agent1.claimJob()                 # the dispatcher polls ...
+        agent2.jobCompleted(agent2[0])    # ... while a worker completes
+        tm1.commit()
+        tm2.commit()
+        tm1.begin()
+        self.assertEqual([j.args[0] for j in agent1], [2])
+        self.assertEqual([j.args[0] for j in agent1.completed], [1])
+        self.assertEqual(a.args[0], 1)
+
+    def test_claim_by_two_agents_of_same_job_conflicts(self):
+        other = self.record['other'] = Agent()
+        self.queue.put(Job(operator.add, 1, 1))
+        self.tm.commit()
+        tm1, queue1, agent1 = self.connect()
+        tm2, queue2, _ = self.connect()
+        agent2 = queue2.dispatchers[self.record.UUID]['other']
+        self.assertIsNotNone(agent1.claimJob())
+        self.assertIsNotNone(agent2.claimJob())
+        tm1.commit()
+        self.assertRaises(ConflictError, tm2.commit)
+        self.assertEqual(len(other), 0)
+
+
+class TestCompletedCollection(AgentTestBase):
+
+    def test_empty(self):
+        completed = CompletedCollection()
+        self.assertFalse(completed)
+        self.assertEqual(list(completed), [])
+        self.assertRaises(ValueError, completed.first)
+        self.assertRaises(ValueError, completed.last)
+
+    def test_bounded_by_age(self):
+        completed = CompletedCollection(period=datetime.timedelta(hours=1))
+        self.conn.root()['completed'] = completed
+        for i in range(600):
+            completed.add(Job(operator.add, i))
+            self.clock.advance(60)
+            # never more than an hour's worth (plus the one just added)
+            self.assertLessEqual(len(completed), 61)
+        self.assertEqual(len(completed), len(list(completed)))
+        newest = completed.first()
+        self.assertEqual(newest.args[0], 599)
+        self.assertEqual(completed.last().args[0], 539)
+
+    def test_same_microsecond_keeps_order(self):
+        completed = CompletedCollection()
+        jobs = [Job(operator.add, i) for i in range(20)]
+        for job in jobs:
+            completed.add(job)
+        self.assertEqual(list(completed), jobs[::-1])
+        self.assertEqual(len({job.key for job in jobs}), 20)
+        self.assertLessEqual(
+            abs(jobs[0].initial_callbacks_end - self.clock.now()),
+            datetime.timedelta(microseconds=2))
+
+    def test_first_and_last_bounds(self):
+        completed = CompletedCollection()
+        jobs = []
+        for i in range(3):
+            jobs.append(Job(operator.add, i))
+            completed.add(jobs[-1])
+            self.clock.advance(10)
+        t1 = jobs[1].initial_callbacks_end
+        self.assertIs(completed.first(t1), jobs[1])
+        self.assertIs(completed.last(t1), jobs[1])
+        self.assertIs(completed.first(), jobs[2])
+        self.assertIs(completed.last(), jobs[0])
+
+
+class TestSerialParallel(AgentTestBase):
+    """Reference section 12, defect 10: zero components."""
+
+    def run_queue(self):
+        while True:
+            job = self.agent.claimJob()
+            self.tm.commit()
+            if job is None:
+                return
+            job()
+
+    def test_zero_components(self):
+        for helper in (serial, parallel):
+            main = self.queue.put(helper(postprocess=results))
+            self.tm.commit()
+            self.run_queue()
+            self.assertEqual(main.status, interfaces.COMPLETED)
+            self.assertEqual(main.result, [])
+
+    def test_default_postprocess_and_keyword_check(self):
+        main = self.queue.put(parallel(Job(operator.add, 1, 2)))
+        self.tm.commit()
+        self.run_queue()
+        self.assertEqual([j.result for j in main.result], [3])
+        self.assertRaises(TypeError, serial, Job(operator.add), nope=1)
+
+    def test_plain_callables_are_adapted(self):
+        main = self.queue.put(serial(Job(operator.add, 1, 2),
+                                     Job(operator.mul, 2, 3),
+                                     postprocess=results))
+        self.tm.commit()
+        self.run_queue()
+        self.assertEqual(main.result, [3, 6])
+
+    def test_rerun_scheduler_skips_started_components(self):
+        # A retried serial scheduler resumes with the first NEW component.
+        done = Job(operator.add, 1, 1)
+        main = serial(done, Job(operator.add, 2, 2), postprocess=results)
+        self.queue.put(done)
+        self.tm.commit()
+        self.assertIs(self.agent.claimJob(), done)
+        self.tm.commit()
+        done()
+        self.queue.put(main)
+        self.tm.commit()
+        self.run_queue()
+        self.assertEqual(main.result, [2, 4])
+
+
+def test_suite():
+    return unittest.defaultTestLoader.loadTestsFromName(__name__)
