@@ -385,9 +385,12 @@ class TestFastPath(Base):
         # An hour between polls: only the commits can wake it up.
         dispatcher = self.start_twisted_dispatcher(poll_interval=3600)
         self.add_agent('main', 2)           # our record changed: polls now
-        testing._wait(
-            lambda: True if 'main' in dispatcher.queues.get('', {}) else None,
-            6, 'the new agent got no pool')
+
+
+        def polled_agent():
+            poll = dispatcher.polls.first()
+            return True if 'main' in (poll.get('') or {}) else None
+        testing._wait(polled_agent, 6, 'no poll saw the new agent')
         polls = len(dispatcher.polls)
         self.tm.begin()
         job = self.queue.put(zasync.job.Job(operator.mul, 14, 3))
