@@ -1,0 +1,37 @@
+"""Small adapters registered by ``configure.zcml``.
+
+(The persistent object -> connection adapter is left to the application,
+e.g. ``zope.keyreference``'s, to avoid conflicting registrations.)
+"""
+import persistent.interfaces
+import transaction.interfaces
+import zope.component
+import zope.interface
+import ZODB.interfaces
+
+from zasync import interfaces
+from zasync import utils
+
+
+@zope.component.adapter(persistent.interfaces.IPersistent)
+@zope.interface.implementer(transaction.interfaces.ITransactionManager)
+def transactionManager(obj):
+    """The transaction manager of a persistent object's connection."""
+    conn = utils.connection(obj)
+    if conn is None:
+        return None
+    return conn.transaction_manager
+
+
+@zope.component.adapter(ZODB.interfaces.IConnection)
+@zope.interface.implementer(transaction.interfaces.ITransactionManager)
+def connectionTransactionManager(conn):
+    """The transaction manager of a connection."""
+    return conn.transaction_manager
+
+
+@zope.component.adapter(ZODB.interfaces.IConnection)
+@zope.interface.implementer(interfaces.IQueue)
+def connectionDefaultQueue(conn):
+    """The default queue (``''``) of the database of a connection."""
+    return conn.root()[interfaces.KEY]['']
