@@ -24,6 +24,8 @@ from ZODB._compat import _protocol
 from zasync import interfaces
 from zasync import local as zlocal
 from zasync import utils
+from zasync._serialparallel import parallel  # noqa: F401 (API)
+from zasync._serialparallel import serial  # noqa: F401 (API)
 from zasync.failure import Failure
 from zasync.failure import isFailure
 from zasync.interfaces import ACTIVE
