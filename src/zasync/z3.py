@@ -14,12 +14,18 @@ interaction.  Nothing leaks out of the job.
 """
 import zope.component
 import zope.component.hooks
+import zope.security.checker
 import zope.security.management
 from zope.authentication.interfaces import IAuthentication
 from zope.security._definitions import thread_local
 
 from zasync import interfaces
 from zasync import job as zjob
+
+# Statuses are immutable strings: they pass security proxies as str does
+# (a proxied status would print as its repr and could not be compared).
+zope.security.checker.BasicTypes[interfaces.Status] = (
+    zope.security.checker.NoProxy)
 
 
 class Participation:
