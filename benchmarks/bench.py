@@ -21,7 +21,6 @@ import argparse
 import os
 import resource
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -215,8 +214,6 @@ def main(argv=None):
               'max %.2f ms' % (
                   len(samples), percentile(samples, 0.5) * 1000,
                   percentile(samples, 0.99) * 1000, max(samples) * 1000))
-        print('median latency check: %.2f ms' % (
-            statistics.median(samples) * 1000))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print('peak memory (max RSS):      %8.1f MB' % (peak / 1024.0))
     finally:
