@@ -36,7 +36,10 @@ def add_demo(subparsers):
     parser.set_defaults(func=demo)
 
 
-COMMANDS = [add_demo]
+from zasync.cli_commands import add_inspection  # noqa: E402
+from zasync.cli_commands import add_worker  # noqa: E402
+
+COMMANDS = [add_demo, add_worker, add_inspection]
 
 
 def build_parser():

@@ -1,5 +1,5 @@
 """The scale-out sub-commands of ``zasync``: ``worker`` (``zasync.worker``)
-and ``status``, ``jobs``, ``job``, ``stats`` (``zasync.inspect``).
+and ``status``, ``jobs``, ``job``, ``stats`` (``zasync.inspection``).
 
 Registered in ``zasync.cli.COMMANDS``.  Errors worth one line (a bad URI,
 a missing database, an unknown job id) are ``UsageError``: exit status 1.
@@ -34,8 +34,8 @@ def add_worker(subparsers):
 
 
 def add_inspection(subparsers):
-    from zasync import inspect
-    for name, configure, help in inspect.COMMANDS:
+    from zasync import inspection
+    for name, configure, help in inspection.COMMANDS:
         parser = subparsers.add_parser(name, help=help, description=help)
         configure(parser)
-        parser.set_defaults(func=_runner(name, 'zasync.inspect', name))
+        parser.set_defaults(func=_runner(name, 'zasync.inspection', name))

@@ -162,6 +162,7 @@ def open_uri(uri, read_only=False, must_exist=False, connect_timeout=None):
     if '://' not in uri:
         raise UsageError('%r is not a database URI (expected e.g. '
                          'file:///path/Data.fs or zeo://host:port)' % (uri,))
+    given = uri
     scheme = uri.split('://', 1)[0]
     if scheme == 'file':
         path = uri.split('://', 1)[1].split('?', 1)[0]
@@ -172,25 +173,26 @@ def open_uri(uri, read_only=False, must_exist=False, connect_timeout=None):
             uri = _with_query(uri, 'read_only', 1)
     elif scheme == 'zeo':
         if connect_timeout is not None:
-            uri = _with_query(uri, 'wait_timeout', connect_timeout)
+            uri = _with_query(uri, 'wait_timeout',
+                              max(1, int(round(connect_timeout))))
         if read_only:
             uri = _with_query(uri, 'read_only', 1)
     try:
         factory, dbkw = zodburi.resolve_uri(uri)
     except KeyError:
         raise UsageError('unknown database URI scheme %r in %r' % (
-            scheme, uri))
+            scheme, given))
     except Exception as e:
-        raise UsageError('bad database URI %r: %s' % (uri, _one_line(e)))
+        raise UsageError('bad database URI %r: %s' % (given, _one_line(e)))
     try:
         storage = factory()
     except Exception as e:
-        raise UsageError('cannot open %s: %s' % (uri, _one_line(e)))
+        raise UsageError('cannot open %s: %s' % (given, _one_line(e)))
     try:
         return ZODB.DB(storage, **dbkw)
     except Exception as e:
         storage.close()
-        raise UsageError('cannot open %s: %s' % (uri, _one_line(e)))
+        raise UsageError('cannot open %s: %s' % (given, _one_line(e)))
 
 
 def _with_query(uri, name, value):
