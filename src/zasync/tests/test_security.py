@@ -2,7 +2,6 @@
 and leave no site and no interaction behind."""
 import threading
 
-import transaction
 import zope.component
 import zope.component.hooks
 import zope.security.management
