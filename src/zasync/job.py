@@ -283,14 +283,7 @@ class Job(utils.Base):
         if self.status not in (NEW, PENDING):
             raise interfaces.BadStatusError(
                 'can only set begin_by when a job has NEW or PENDING status')
-        if value is not None:
-            if not isinstance(value, datetime.timedelta):
-                raise TypeError('begin_by must be a timedelta, not %r'
-                                % (value,))
-            if value < datetime.timedelta(0):
-                raise ValueError('begin_by must not be negative: %r'
-                                 % (value,))
-        self._begin_by = value
+        self._begin_by = utils.check_begin_by(value)
 
     @property
     def quota_names(self):
@@ -415,8 +408,8 @@ class Job(utils.Base):
     def _getRetry(self, call_name, tm, *args):
         # Past its deadline a job is not tried again (zc.async had the
         # comparison the wrong way round).
-        if (self.begin_after is not None and self.begin_by is not None
-                and self.begin_after + self.begin_by < utils.now()):
+        if utils.deadline_passed(self.begin_after, self.begin_by,
+                                 utils.now()):
             return False
         policy = utils.never_fail(
             self.getRetryPolicy,
@@ -668,10 +661,8 @@ class Job(utils.Base):
             callback = callback.getJob(self.result)
         status = callback.status
         if status in (NEW, PENDING, ASSIGNED):
-            if (callback.begin_after is not None
-                    and callback.begin_by is not None
-                    and callback.begin_after + callback.begin_by
-                    < utils.now()):
+            if utils.deadline_passed(callback.begin_after,
+                                     callback.begin_by, utils.now()):
                 events_log.error('failing expired callback %r to %r',
                                  callback, self)
                 callback.fail()

@@ -88,18 +88,22 @@ class Queue(utils.Base):
     def put(self, item, begin_after=None, begin_by=None,
             failure_log_level=None, retry_policy_factory=None):
         job = _as_job(item)
-        if failure_log_level is not None:
-            job.failure_log_level = failure_log_level
-        if retry_policy_factory is not None:
-            job.retry_policy_factory = retry_policy_factory
+        # Check everything before changing anything: a refused job is left
+        # as it was.
         if job.status != NEW:
             raise ValueError('cannot add already-assigned job')
         for name in job.quota_names:
             if name not in self.quotas:
                 raise ValueError('unknown quota name', name)
+        begin_after = utils.to_utc(begin_after, 'begin_after')
+        utils.check_begin_by(begin_by)
         now = utils.now()
+        if failure_log_level is not None:
+            job.failure_log_level = failure_log_level
+        if retry_policy_factory is not None:
+            job.retry_policy_factory = retry_policy_factory
         if begin_after is not None:
-            job.begin_after = begin_after   # validates, converts to UTC
+            job.begin_after = begin_after
         elif job.begin_after is None:
             job.begin_after = now
         if begin_by is not None:
@@ -176,8 +180,7 @@ class Queue(utils.Base):
             begin_after = job.begin_after
             if begin_after is not None and begin_after > now:
                 continue    # due later within this second
-            if (job.begin_by is not None and begin_after is not None
-                    and begin_after + job.begin_by < now):
+            if utils.deadline_passed(begin_after, job.begin_by, now):
                 candidate = self._timeout_wrapper(job, now)
                 quotas = ()
             else:

@@ -67,6 +67,24 @@ def to_utc(value, what='value'):
     return value.astimezone(UTC)
 
 
+def check_begin_by(value):
+    """Return ``value`` if it is a valid ``begin_by`` (None or a timedelta
+    that is not negative); raise otherwise."""
+    if value is not None:
+        if not isinstance(value, datetime.timedelta):
+            raise TypeError('begin_by must be a timedelta, not %r' % (value,))
+        if value < datetime.timedelta(0):
+            raise ValueError('begin_by must not be negative: %r' % (value,))
+    return value
+
+
+def deadline_passed(begin_after, begin_by, now):
+    """Whether a job with these settings should have started before
+    ``now`` (never, without a ``begin_by``)."""
+    return (begin_after is not None and begin_by is not None
+            and begin_after + begin_by < now)
+
+
 # --------------------------------------------------------------------------
 # Time-ordered integer keys: newer times get smaller keys, so a BTree
 # iterates newest first.  The low 4 bits are free for de-duplication.

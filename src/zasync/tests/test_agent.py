@@ -19,6 +19,7 @@ from zasync._serialparallel import serial
 from zasync.agent import Agent
 from zasync.agent import CompletedCollection
 from zasync.job import Job
+from zasync.job import RetryWithBackoff
 from zasync.queue import Queue
 from zasync.queue import Queues
 from zasync.testing import ManualClock
@@ -28,6 +29,31 @@ UTC = datetime.timezone.utc
 
 def results(*jobs):
     return [job.result for job in jobs]
+
+
+# Module-level callables (jobs store them by import path).
+
+attempts = []
+
+
+def fails_twice(value):
+    """Raise ValueError on the first two calls, then double ``value``."""
+    attempts.append(value)
+    if len(attempts) <= 2:
+        raise ValueError('attempt %d failed' % len(attempts))
+    return value * 2
+
+
+def dies_once(value):
+    """Make the process "die" (SystemExit) during the first call."""
+    attempts.append(value)
+    if len(attempts) == 1:
+        raise SystemExit('the dispatcher process dies')
+    return value * 2
+
+
+def note(label, result):
+    return '%s: %r' % (label, result)
 
 
 class AgentTestBase(unittest.TestCase):
@@ -132,6 +158,127 @@ class TestAgent(AgentTestBase):
         tm1.commit()
         self.assertRaises(ConflictError, tm2.commit)
         self.assertEqual(len(other), 0)
+
+
+class TestRetriesThroughQueueAndAgent(AgentTestBase):
+    """Rescheduling and interrupts with the real Queue and Agent, as a
+    dispatcher drives them: claims committed in one connection, jobs called
+    in another (the worker's), results read in a third."""
+
+    def setUp(self):
+        super().setUp()
+        del attempts[:]
+        self.queue.quotas.create('api', size=1)
+        self.tm.commit()
+
+    def claim(self, agent, tm):
+        tm.begin()
+        job = agent.claimJob()
+        tm.commit()
+        return job
+
+    def test_retry_with_backoff_goes_through_the_queue(self):
+        job = Job(fails_twice, 21)
+        job.quota_names = ('api',)
+        self.queue.put(job, retry_policy_factory=RetryWithBackoff(
+            base=10, jitter=False))
+        told = job.addCallback(Job(note, 'told'))
+        other = Job(operator.add, 1, 1)
+        other.quota_names = ('api',)
+        self.queue.put(other)
+        self.tm.commit()
+        tm, queue, agent = self.connect()       # the dispatcher's
+        start = self.clock.now()
+
+        worker_job = self.claim(agent, tm)
+        self.assertEqual(worker_job._p_oid, job._p_oid)
+        self.assertIsNone(self.claim(agent, tm))     # quota 'api' is full
+        # First failure: back to the queue for 10 s; the worker is free,
+        # the agent's slot and the quota's are released.
+        self.assertIs(worker_job(), worker_job)
+        self.assertEqual(worker_job.status, interfaces.PENDING)
+        self.assertEqual(worker_job.begin_after,
+                         start + datetime.timedelta(seconds=10))
+        self.assertEqual(list(agent), [])
+        self.assertIsNone(worker_job.result)
+        # ... so the other job of the quota may run meanwhile.
+        self.assertEqual(self.claim(agent, tm)(), 2)
+        self.assertEqual(list(queue), [worker_job])
+        self.assertIsNone(self.claim(agent, tm))     # not due yet
+
+        self.clock.advance(10)
+        self.assertIs(self.claim(agent, tm), worker_job)
+        self.assertIs(worker_job(), worker_job)      # second failure
+        self.assertEqual(worker_job.begin_after,
+                         start + datetime.timedelta(seconds=30))
+        self.clock.advance(19)
+        self.assertIsNone(self.claim(agent, tm))
+        self.clock.advance(1)
+        self.assertIs(self.claim(agent, tm), worker_job)
+        self.assertEqual(worker_job(), 42)
+
+        self.tm.begin()      # a third connection sees the outcome
+        self.assertEqual(attempts, [21, 21, 21])
+        self.assertEqual(job.status, interfaces.COMPLETED)
+        self.assertEqual(job.result, 42)
+        self.assertEqual(told.result, 'told: 42')
+        self.assertEqual(job.getRetryPolicy().data['attempts'], 2)
+        self.assertEqual(len(self.agent), 0)
+        self.assertEqual(len(self.queue), 0)
+        self.assertIs(self.agent.completed.first(), job)
+        self.assertIs(job.parent, self.agent)
+        self.queue.quotas['api'].clean()
+        self.assertEqual(len(self.queue.quotas['api']), 0)
+
+    def test_interrupted_job_is_put_back_first_and_completes(self):
+        job = self.queue.put(Job(dies_once, 21))
+        told = job.addCallback(Job(note, 'told'))
+        self.tm.commit()
+        tm, queue, agent = self.connect()
+        worker_job = self.claim(agent, tm)
+        with self.assertRaises(SystemExit):
+            worker_job()
+        # The job is ACTIVE in the database, and its dispatcher is gone.
+        self.tm.begin()
+        self.assertEqual(job.status, interfaces.ACTIVE)
+        later = self.queue.put(Job(operator.add, 1, 1))
+        self.record.deactivate()
+        self.assertEqual(list(self.agent), [])
+        self.assertIsNone(job.result)
+        wrapper = self.queue[1]
+        self.assertIs(job.parent, wrapper)
+        self.assertEqual(wrapper.status, interfaces.PENDING)
+        self.record.activate()
+        self.tm.commit()
+
+        # The dispatcher comes back and claims the wrapper (after ``later``,
+        # which was in the queue before it).
+        self.assertEqual(self.claim(agent, tm)(), 2)
+        worker_wrapper = self.claim(agent, tm)
+        self.assertEqual(worker_wrapper._p_oid, wrapper._p_oid)
+        another = queue.put(Job(operator.add, 2, 2))
+        tm.commit()
+        self.assertIsNone(worker_wrapper())
+        # The interrupted job is first in line again, ahead of ``another``.
+        self.assertEqual([j._p_oid for j in queue],
+                         [job._p_oid, another._p_oid])
+        self.assertEqual(queue[0].status, interfaces.PENDING)
+        self.assertEqual(worker_wrapper.status, interfaces.COMPLETED)
+        self.assertEqual(list(agent), [])
+        worker_job = self.claim(agent, tm)
+        self.assertEqual(worker_job._p_oid, job._p_oid)
+        self.assertEqual(worker_job.status, interfaces.ASSIGNED)
+        self.assertEqual(worker_job(), 42)
+
+        self.tm.begin()
+        self.assertEqual(attempts, [21, 21])
+        self.assertEqual(job.status, interfaces.COMPLETED)
+        self.assertEqual(job.result, 42)
+        self.assertEqual(told.result, 'told: 42')
+        self.assertEqual(job.getRetryPolicy().data['interruptions'], 1)
+        self.assertIs(job.parent, self.agent)
+        self.assertEqual([j._p_oid for j in self.agent.completed][:2],
+                         [job._p_oid, wrapper._p_oid])
 
 
 class TestCompletedCollection(AgentTestBase):

@@ -142,6 +142,32 @@ class TestPutAndClaim(QueueTestBase):
             self.queue.put(job)
         self.assertEqual(len(self.queue), 0)
 
+    def test_refused_put_changes_nothing(self):
+        job = self.conn.root()['job'] = Job(operator.add, 1, 1)
+        self.tm.commit()
+        bad = [dict(begin_after=datetime.datetime(2026, 1, 1)),
+               dict(begin_after='tomorrow'),
+               dict(begin_by=datetime.timedelta(seconds=-1)),
+               dict(begin_by=60),
+               dict(begin_after=self.clock.now(),
+                    begin_by=datetime.timedelta(seconds=-1),
+                    failure_log_level=30)]
+        for kw in bad:
+            with self.assertRaises((TypeError, ValueError), msg=kw):
+                self.queue.put(job, **kw)
+            self.assertFalse(job._p_changed, kw)
+            self.assertEqual(
+                (job.begin_after, job.begin_by, job.failure_log_level,
+                 job.parent, job.assignerUUID),
+                (None, None, None, None, None))
+        self.assertEqual(len(self.queue), 0)
+        self.assertEqual(list(self.queue), [])
+        # Not NEW: refused without changing the job either.
+        self.queue.put(job)
+        with self.assertRaisesRegex(ValueError, 'already-assigned'):
+            self.queue.put(job, failure_log_level=30)
+        self.assertIsNone(job.failure_log_level)
+
     def test_aware_non_utc_begin_after_converted(self):
         tz = datetime.timezone(datetime.timedelta(hours=2))
         when = datetime.datetime(2026, 3, 1, 15, 0, tzinfo=tz)
