@@ -287,3 +287,47 @@ class InstallerTests(ZopeTestCase):
         self.assertIsNone(zasync.dispatcher.get(dispatcher.UUID))
         self.assertNotIn(id(dispatcher), subscribers.signal_handlers)
         self.assertLessEqual(len(os.listdir('/proc/self/fd')), fds)
+
+
+class FtestingTests(ZopeTestCase):
+
+    def test_setup_and_teardown(self):
+        from zasync import ftesting
+        self.load_zcml()
+        db = self.open_db()
+        before = signal.getsignal(signal.SIGINT)
+        dispatcher = ftesting.setUp(db=db, log_file=None)
+        try:
+            self.assertEqual(dispatcher.poll_interval, 0.1)
+            self.assertTrue(dispatcher.activated)
+            with self.assertRaises(RuntimeError):
+                ftesting.setUp(db=db)
+            conn = self.connect(db)
+            conn.root()['site'] = site = StubSite()
+            conn.transaction_manager.commit()
+            manager = zope.component.getUtility(interfaces.IJobManager)
+            job_id = manager.put(zasync.job.Job(triple, 5), site)
+            conn.transaction_manager.commit()
+            self.assertEqual(
+                testing.wait_for_result(manager.get(job_id, site), 10), 15)
+        finally:
+            ftesting.tearDown()
+        self.assertFalse(dispatcher.thread.is_alive())
+        self.assertIsNone(zasync.dispatcher.get(dispatcher.UUID))
+        self.assertIs(signal.getsignal(signal.SIGINT), before)
+        ftesting.tearDown()   # twice: nothing left to do
+
+    def test_connection_from_the_callers_getRootFolder(self):
+        from zasync import ftesting
+        self.load_zcml()
+        db = self.open_db()
+        conn = self.connect(db)
+        conn.root()['folder'] = StubSite('folder')
+        conn.transaction_manager.commit()
+        namespace = {'getRootFolder': lambda: conn.root()['folder'],
+                     'ftesting': ftesting}
+        exec('dispatcher = ftesting.setUp(log_file=None)', namespace)
+        try:
+            self.assertIs(namespace['dispatcher'].db, db)
+        finally:
+            ftesting.tearDown()
