@@ -63,18 +63,37 @@ def _schedule_serial(*jobs, **kwargs):
 
 
 def _queue_next(main_job, index, ignored_result=None):
-    """Queue the first NEW component from ``index`` on, with a callback that
-    queues the next one; after the last, queue the postprocess."""
+    """Queue the first component from ``index`` on that has not run, with a
+    callback that queues the next one; after the last, queue the
+    postprocess.
+
+    Also how a scheduler run again (after an interrupt) resumes: finished
+    components are skipped, but one that is still pending or running is
+    waited for -- its callback goes on -- rather than overtaken (zc.async
+    queued the next one beside it).
+    """
     queue = main_job.queue
     jobs = main_job.args
-    while index < len(jobs) and jobs[index].status != NEW:
+    while index < len(jobs) and jobs[index].status in (CALLBACKS, COMPLETED):
         index += 1
-    if index < len(jobs):   # with no components at all, straight on
-        job = jobs[index]
-        queue.put(job)
-        job.addCallback(_new_job(_queue_next, main_job, index + 1))
-    else:
+    if index == len(jobs):   # with no components at all, straight on
         _queue_postprocess(main_job, queue)
+        return
+    job = jobs[index]
+    if job.status == NEW:
+        queue.put(job)
+    elif _continues(job, main_job):
+        return
+    job.addCallback(_new_job(_queue_next, main_job, index + 1))
+
+
+def _continues(job, main_job):
+    """Whether ``job`` has the callback that continues ``main_job``."""
+    for callback in job.callbacks:
+        if (getattr(callback, 'callable', None) is _queue_next
+                and callback.args[0] is main_job):
+            return True
+    return False
 
 
 # -- parallel ----------------------------------------------------------------

@@ -584,9 +584,10 @@ class Job(utils.Base):
         """Store the result and commit; return whether callbacks are due."""
         run_callbacks = True
         if interfaces.IJob.providedBy(res):
-            # Wait for the inner job; it calls us back with its result.
-            res.addCallback(self._callback)
+            # Wait for the inner job; it calls us back with its result --
+            # at once if it has completed already, and then we are done.
             self._result = res
+            res.addCallback(self._callback)
             run_callbacks = False
         elif Deferred is not None and isinstance(res, Deferred):
             res.addBoth(_DeferredResult(self))

@@ -362,6 +362,64 @@ class TestSerialParallel(AgentTestBase):
         self.run_queue()
         self.assertEqual(main.result, [3, 6])
 
+    def run_interrupted(self, main, first, interrupted, last):
+        """Run ``main`` until ``interrupted`` dies, let the dispatcher be
+        found dead, run everything again; ``last`` must never start before
+        ``interrupted`` has finished."""
+        del attempts[:]
+        self.queue.put(main)
+        self.tm.commit()
+        while interrupted.status != interfaces.ACTIVE:
+            job = self.agent.claimJob()
+            self.tm.commit()
+            try:
+                job()
+            except SystemExit:
+                pass
+        self.assertEqual(first.status, interfaces.COMPLETED)
+        self.record.deactivate()
+        self.record.activate()
+        self.tm.commit()
+        self.assertEqual(len(self.queue), 2)    # the interrupt wrappers
+        while True:
+            if last.status != interfaces.NEW:
+                self.assertIn(interrupted.status,
+                              (interfaces.CALLBACKS, interfaces.COMPLETED))
+            job = self.agent.claimJob()
+            self.tm.commit()
+            if job is None:
+                break
+            job()
+        self.assertEqual(main.status, interfaces.COMPLETED)
+
+    def test_serial_interrupted_in_a_component(self):
+        components = [Job(operator.add, 1, 1), Job(dies_once, 2),
+                      Job(operator.add, 3, 3)]
+        main = serial(*components, postprocess=results)
+        self.run_interrupted(main, *components)
+        self.assertEqual(main.result, [2, 4, 6])
+        self.assertEqual(attempts, [2, 2])
+
+    def test_serial_resumes_a_component_queued_by_hand(self):
+        # A component that is in the queue, but without the callback that
+        # continues the chain, is given one.
+        first, second = Job(operator.add, 1, 1), Job(operator.add, 2, 2)
+        main = serial(first, second, postprocess=results)
+        self.queue.put(first)
+        self.queue.put(main)
+        self.tm.commit()
+        self.run_queue()
+        self.assertEqual(main.status, interfaces.COMPLETED)
+        self.assertEqual(main.result, [2, 4])
+
+    def test_parallel_interrupted_in_a_component(self):
+        components = [Job(operator.add, 1, 1), Job(dies_once, 2)]
+        main = parallel(*components, postprocess=results)
+        self.run_interrupted(main, components[0], components[1],
+                             main.kwargs['postprocess'])
+        self.assertEqual(main.result, [2, 4])
+        self.assertEqual(attempts, [2, 2])
+
     def test_rerun_scheduler_skips_started_components(self):
         # A retried serial scheduler resumes with the first NEW component.
         done = Job(operator.add, 1, 1)

@@ -54,6 +54,10 @@ def call_parent_job(result):
     return local.getJob().parent()
 
 
+def give(value):
+    return value
+
+
 def return_persistent_unsaved():
     return threading.Lock()
 
@@ -282,6 +286,35 @@ class CallTests(DatabaseTest):
         self.store(job, 'late')
         job()
         self.assertEqual(len(calls), 1)   # past the deadline: not retried
+
+    def test_returning_a_completed_job_adopts_its_result(self):
+        # The inner job calls back at once; its result must not then be
+        # overwritten by the inner job itself.
+        inner = self.store(Job(operator.add, 40, 2), 'inner')
+        inner()
+        outer = Job(give, inner)
+        told = outer.addCallback(Job(record, 'told'))
+        self.store(outer)
+        outer()
+        self.assertEqual(outer.status, interfaces.COMPLETED)
+        self.assertEqual(outer.result, 42)
+        self.assertEqual(told.result, ('told', 42))
+        self.assertEqual(calls, [('told', 42)])
+        transaction.abort()
+        self.assertEqual(outer.result, 42)
+
+    def test_returning_a_job_waits_for_it(self):
+        inner = self.store(Job(operator.add, 40, 2), 'inner')
+        outer = Job(give, inner)
+        told = outer.addCallback(Job(record, 'told'))
+        self.store(outer)
+        self.assertIs(outer(), inner)
+        self.assertEqual(outer.status, interfaces.ACTIVE)
+        self.assertIs(outer.result, inner)
+        inner()
+        self.assertEqual(outer.status, interfaces.COMPLETED)
+        self.assertEqual(outer.result, 42)
+        self.assertEqual(told.result, ('told', 42))
 
     def test_deferred_result_commits_from_another_connection(self):
         job = self.store(Job(return_deferred))
