@@ -11,12 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import transaction
 
 from zasync import interfaces
+from zasync.servers import PostgreSQLLayer
+from zasync.servers import ZEOLayer
 from zasync.servers import subprocess_env
 from zasync.utils import ClientDisconnected
 
@@ -30,16 +31,15 @@ class WorkerProcess:
     """A ``zasync worker`` child process.
 
     ``uri`` is the database; ``name`` names the log file and the UUID file
-    (both in ``directory``); ``options`` are more command-line options
-    (``['--agent', 'main:3', '--poll-interval', '0.1']``).
+    (both in ``directory``, default: the current directory); ``options``
+    are more command-line options (``['--agent', 'main:3']``).
     """
 
     def __init__(self, uri, name='worker', directory=None, options=(),
                  env=None):
         self.uri = uri
         self.name = name
-        self.directory = directory or tempfile.mkdtemp(
-            prefix='zasync-worker-')
+        self.directory = directory or os.getcwd()
         self.options = list(options)
         self.env = dict(env or {})
         self.uuid_file = os.path.join(self.directory, name + '.uuid')
@@ -225,3 +225,77 @@ def wait_for_status(conn, jobs, status, seconds=30):
 def new_connection(db):
     """A connection with a transaction manager of its own."""
     return db.open(transaction_manager=transaction.TransactionManager())
+
+
+# --------------------------------------------------------------------------
+# Layers
+
+
+def wipe(db):
+    """Empty the root of ``db`` (a fresh start on a shared server)."""
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        conn.root().clear()
+        tm.commit()
+    finally:
+        tm.abort()
+        conn.close()
+
+
+class WorkersLayer(ZEOLayer):
+    """The ZEO server of ``ZEOLayer`` for tests with worker processes:
+    each test starts on an empty database (restarting the server if a
+    previous test left it stopped), and every ``WorkerProcess`` still
+    running after the test is stopped."""
+
+    @classmethod
+    def setUp(cls):
+        pass   # ZEOLayer (the base layer) starts the server
+
+    @classmethod
+    def tearDown(cls):
+        pass
+
+    @classmethod
+    def testSetUp(cls):
+        server = ZEOLayer.server
+        if server.process is None:
+            server.start()
+        db = server.db()
+        try:
+            wipe(db)
+        finally:
+            db.close()
+
+    @classmethod
+    def testTearDown(cls):
+        stop_all()
+        if ZEOLayer.server.process is None:
+            ZEOLayer.server.start()
+
+
+class ScaleOutLayer(WorkersLayer, PostgreSQLLayer):
+    """A ZEO server and a PostgreSQL server (RelStorage), with the worker
+    clean-up of ``WorkersLayer``; the PostgreSQL database is emptied
+    before each test, too."""
+
+    @classmethod
+    def setUp(cls):
+        pass
+
+    @classmethod
+    def tearDown(cls):
+        pass
+
+    @classmethod
+    def testSetUp(cls):
+        db = PostgreSQLLayer.server.db()
+        try:
+            wipe(db)
+        finally:
+            db.close()
+
+    @classmethod
+    def testTearDown(cls):
+        stop_all()

@@ -50,13 +50,20 @@ def wait_for_gate(name, result=None, timeout=120):
         conn.close()
 
 
-def prepare_records(root, count):
-    """The soak test's record: one entry per job number, empty for now
-    (jobs then only change values, which concurrent commits merge)."""
-    tree = root[RECORDS] = BTrees.OOBTree.OOBTree()
-    for number in range(count):
+def prepare_records(root, numbers):
+    """The record of jobs' effects: one empty entry per job number (jobs
+    then only change values, which concurrent commits merge)."""
+    tree = root.get(RECORDS)
+    if tree is None:
+        tree = root[RECORDS] = BTrees.OOBTree.OOBTree()
+    for number in numbers:
         tree[number] = ()
     return tree
+
+
+def recorded(root, number):
+    """``(job id, pid)`` pairs recorded under ``number``."""
+    return root[RECORDS][number]
 
 
 def record(number, pause=0.0):
@@ -69,6 +76,13 @@ def record(number, pause=0.0):
     job_id = int.from_bytes(job._p_oid, 'big')
     tree[number] = tree[number] + ((job_id, os.getpid()),)
     return job_id
+
+
+def wait_then_record(gate, number):
+    """Wait for the gate, then ``record(number)``: a long job whose effect
+    shows who performed it, and how often."""
+    wait_for_gate(gate)
+    return record(number)
 
 
 def pid():

@@ -36,6 +36,14 @@ CHECKER = zope.testing.renormalizing.RENormalizing([
 LAYERS = {}
 
 
+def _scale_out_layers():
+    from zasync.processes import WorkersLayer
+    LAYERS['catastrophes.rst'] = WorkersLayer   # a ZEOLayer
+
+
+_scale_out_layers()
+
+
 def module_name(test):
     base = os.path.splitext(os.path.basename(test.filename))[0]
     return 'zasync.doctest_' + re.sub(r'\W', '_', base)
