@@ -676,9 +676,16 @@ class Job(utils.Base):
             callback.resumeCallbacks()
 
     def handleInterrupt(self):
-        """Called (through a wrapper job) after the job's dispatcher died."""
+        """Called (through a wrapper job) after the job's dispatcher died.
+
+        A job that was waiting for the job its callable returned keeps
+        waiting (running the callable again would make a second one); one
+        that completed meanwhile needs nothing.
+        """
         status = self.status
         if status == ACTIVE:
+            if self._waits_for_inner_job('interrupted job %r' % (self,)):
+                return
             tm = utils.transaction_manager(self)
             retry = self._getRetry('interrupted', tm)
             queue = self.queue
@@ -687,16 +694,38 @@ class Job(utils.Base):
             elif retry:
                 self._reschedule(datetime.timedelta(0), queue=queue)
             else:
-                failure = Failure(interfaces.AbortedError())
-                self._set_result(failure, tm)
-                self._log_completion(failure)
-                self.resumeCallbacks()
+                self._abort_interrupted(tm)
         elif status == CALLBACKS:
             self.resumeCallbacks()
+        elif status == COMPLETED:
+            trace_log.info('%r completed before its interrupt was handled',
+                           self)
         else:
             raise interfaces.BadStatusError(
-                'can only handle an interrupt of a job with ACTIVE or '
-                'CALLBACKS status')
+                'can only handle an interrupt of a job with ACTIVE, '
+                'CALLBACKS or COMPLETED status')
+
+    def _waits_for_inner_job(self, description):
+        """If this ACTIVE job waits for an inner job, adopt the inner job's
+        result if it has one, and return True (nothing else to do)."""
+        inner = self._result
+        if not interfaces.IJob.providedBy(inner):
+            return False
+        if inner.status == COMPLETED:
+            events_log.warning(
+                '%s: its inner job %r had completed but the result had not '
+                'arrived; adopting it.', description, inner)
+            self._callback(inner.result)
+        else:
+            trace_log.info('%s goes on waiting for its inner job %r',
+                           description, inner)
+        return True
+
+    def _abort_interrupted(self, tm):
+        failure = Failure(interfaces.AbortedError())
+        self._set_result(failure, tm)
+        self._log_completion(failure)
+        self.resumeCallbacks()
 
     def handleCallbackInterrupt(self, caller):
         """Deal with this callback having been interrupted while running."""
@@ -707,16 +736,10 @@ class Job(utils.Base):
             raise interfaces.BadStatusError(
                 'can only handleCallbackInterrupt with caller in CALLBACKS '
                 'status')
+        if self._waits_for_inner_job(
+                'interrupted callback %r of %r' % (self, caller)):
+            return
         tm = utils.transaction_manager(self)
-        result = self._result
-        if interfaces.IJob.providedBy(result):
-            if result.status == COMPLETED:
-                events_log.warning(
-                    'Callback %r to %r: its inner job %r had completed but '
-                    'the callback had not received the result; '
-                    'adopting it.', self, caller, result)
-                self._callback(result.result)
-            return   # otherwise the inner job will call us back
         retry = self._getRetry('interrupted', tm)
         if isinstance(retry, _TIME_TYPES):
             events_log.error(
@@ -733,10 +756,7 @@ class Job(utils.Base):
         else:
             trace_log.debug('aborting interrupted callback %r to %r',
                             self, caller)
-            failure = Failure(interfaces.AbortedError())
-            self._set_result(failure, tm)
-            self._log_completion(failure)
-            self.resumeCallbacks()
+            self._abort_interrupted(tm)
 
     def _reschedule(self, when, data_cache=None, queue=None):
         if not isinstance(when, _TIME_TYPES):

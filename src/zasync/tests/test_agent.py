@@ -12,6 +12,7 @@ import ZODB
 import ZODB.FileStorage
 import zope.component.testing
 from ZODB.POSException import ConflictError
+from zope.testing.loggingsupport import InstalledHandler
 
 from zasync import interfaces
 from zasync._serialparallel import parallel
@@ -50,6 +51,14 @@ def dies_once(value):
     if len(attempts) == 1:
         raise SystemExit('the dispatcher process dies')
     return value * 2
+
+
+def queue_inner(value):
+    """Queue a job doubling ``value`` and wait for it (its result becomes
+    ours)."""
+    attempts.append(value)
+    from zasync import local
+    return local.getJob().queue.put(Job(operator.mul, value, 2))
 
 
 def note(label, result):
@@ -279,6 +288,55 @@ class TestRetriesThroughQueueAndAgent(AgentTestBase):
         self.assertIs(job.parent, self.agent)
         self.assertEqual([j._p_oid for j in self.agent.completed][:2],
                          [job._p_oid, wrapper._p_oid])
+
+
+    def interrupt_while_waiting(self):
+        """A job waiting for the job it returned, when its dispatcher
+        dies; returns the job, its callback, the inner job and the
+        wrapper."""
+        job = self.queue.put(Job(queue_inner, 21))
+        told = job.addCallback(Job(note, 'told'))
+        self.tm.commit()
+        inner = self.claim(self.agent, self.tm)()
+        self.assertEqual(job.status, interfaces.ACTIVE)
+        self.assertIs(job.result, inner)
+        self.assertEqual(list(self.agent), [job])
+        self.record.deactivate()
+        self.record.activate()
+        self.tm.commit()
+        self.assertEqual(list(self.queue), [inner, job.parent])
+        return job, told, inner, job.parent
+
+    def test_interrupted_job_waiting_for_its_inner_job_keeps_waiting(self):
+        # Running the callable again would make (and queue) a second inner
+        # job: the job keeps waiting for the first.
+        job, told, inner, wrapper = self.interrupt_while_waiting()
+        self.assertIs(self.claim(self.agent, self.tm), inner)
+        self.assertIs(self.claim(self.agent, self.tm), wrapper)
+        self.assertIsNone(wrapper())
+        self.assertEqual(wrapper.status, interfaces.COMPLETED)
+        self.assertEqual(job.status, interfaces.ACTIVE)
+        self.assertEqual(len(self.queue), 0)
+        self.assertEqual(inner(), 42)
+        self.assertEqual(job.status, interfaces.COMPLETED)
+        self.assertEqual(job.result, 42)
+        self.assertEqual(told.result, 'told: 42')
+        self.assertEqual(attempts, [21])
+
+    def test_interrupt_of_a_job_completed_meanwhile_is_no_error(self):
+        job, told, inner, wrapper = self.interrupt_while_waiting()
+        self.assertEqual(self.claim(self.agent, self.tm)(), 42)   # inner
+        self.assertEqual(job.status, interfaces.COMPLETED)
+        self.assertIs(self.claim(self.agent, self.tm), wrapper)
+        log = InstalledHandler('zasync.events')
+        try:
+            self.assertIsNone(wrapper())
+        finally:
+            log.uninstall()
+        self.assertIsNone(wrapper.result)
+        self.assertEqual(log.records, [])
+        self.assertEqual((job.result, told.result, attempts),
+                         (42, 'told: 42', [21]))
 
 
 class TestCompletedCollection(AgentTestBase):
