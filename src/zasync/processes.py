@@ -198,6 +198,10 @@ def wait_for_worker(conn, worker, seconds=30, queue=''):
     uuid = worker.uuid
 
     def ready():
+        if not worker.running:
+            raise AssertionError('%s exited (status %s); its log ends with:'
+                                 '\n%s' % (worker, worker.process.returncode,
+                                           worker.log_tail()))
         queues = conn.root().get(interfaces.KEY)
         if queues is None or queue not in queues:
             return None

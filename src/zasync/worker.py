@@ -489,12 +489,16 @@ class Worker:
 # The command
 
 
-def configure_logging(level='INFO', trace=False, stream=None):
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+def configure_logging(level='INFO', trace=False, stream=None,
+                      handler=True):
+    """Log to stderr at ``level`` (``handler=False``: only set the
+    levels, e.g. when a zope.conf's eventlog has the handlers)."""
     root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, level))
+    if handler:
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+        root.setLevel(getattr(logging, level))
     if not trace:
         logging.getLogger('zasync.trace').setLevel(
             max(logging.WARNING, getattr(logging, level)))
@@ -504,13 +508,15 @@ def configure_logging(level='INFO', trace=False, stream=None):
 def run(args):
     """Run ``zasync worker`` with parsed ``args``; return the exit
     status."""
-    configure_logging(args.log_level, args.trace)
     if args.zodb is None and args.zope_conf is None:
         raise UsageError('give the database: --zodb URI or --zope-conf FILE')
     if args.uuid_file:
         uuid = read_uuid_file(args.uuid_file)
     else:
         uuid = instanceuuid.getUUID()
+    # With a zope.conf, its eventlog says where the log goes.
+    configure_logging(args.log_level, args.trace,
+                      handler=not args.zope_conf)
     if args.zope_conf:
         db = open_zope_conf(args.zope_conf)
         if dispatcher_module.get(uuid) is not None:
