@@ -194,6 +194,8 @@ def _age(value, now):
     if value is None:
         return 'never'
     seconds = (now - value).total_seconds()
+    if -1 < seconds < 0:
+        seconds = 0.0   # another machine's clock, a little ahead
     if seconds < 0:
         return 'in %s' % _duration(-seconds)
     return '%s ago' % _duration(seconds)
@@ -411,9 +413,9 @@ def status_info(root, now):
 
 
 def status(args):
-    now = utils.now()
     with Database(args) as database:
         database.queues()
+        now = utils.now()   # (after the last pings we read)
         info = status_info(database.root, now)
     if args.json:
         _print_json({'time': _when(now), 'queues': info})
@@ -656,9 +658,9 @@ def stats_info(root, now):
 
 
 def stats(args):
-    now = utils.now()
     with Database(args) as database:
         database.queues()
+        now = utils.now()
         info = stats_info(database.root, now)
     if args.json:
         _print_json(info)

@@ -37,8 +37,10 @@ LAYERS = {}
 
 
 def _scale_out_layers():
+    from zasync.processes import ScaleOutLayer
     from zasync.processes import WorkersLayer
     LAYERS['catastrophes.rst'] = WorkersLayer   # a ZEOLayer
+    LAYERS['deployment.rst'] = ScaleOutLayer    # ZEO and PostgreSQL
 
 
 _scale_out_layers()
