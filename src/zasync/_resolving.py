@@ -25,16 +25,47 @@ def _ref_id(ref):
     return oid
 
 
-class ResolvingMap(persistent.Persistent):
-    """A small mapping of keys to persistent objects; concurrent changes to
-    *different* keys merge.
+class _Small(persistent.Persistent):
+    """What the containers below share: a dict in ``_DATA``, sorted reads
+    cached per connection, and ``retired``.
 
-    ``retired`` marks a map that was dropped by its container; adding to a
-    retired map concurrently conflicts, so nothing can be added to an
-    orphan.
+    ``retired`` marks a container that was dropped by its own container;
+    adding to a retired one concurrently conflicts, so nothing can be added
+    to an orphan.
     """
 
     retired = False
+    _DATA = None
+
+    def _changed(self):
+        self._p_changed = True
+        self._v_sorted = None
+
+    def sorted_items(self):
+        """``(key, value)`` pairs in key order (cached per connection)."""
+        cached = getattr(self, '_v_sorted', None)
+        if cached is None:
+            cached = self._v_sorted = sorted(
+                getattr(self, self._DATA).items(), key=lambda item: item[0])
+        return cached
+
+    @staticmethod
+    def _merge_retired(state, committed, new, added_c, added_n):
+        """Refuse additions that met a concurrent retirement; else set
+        ``retired`` in the merged ``state`` if either side retired."""
+        if ((committed.get('retired') and added_n)
+                or (new.get('retired') and added_c)):
+            raise ConflictError('entry added to a retired container')
+        if committed.get('retired') or new.get('retired'):
+            state['retired'] = True
+        return state
+
+
+class ResolvingMap(_Small):
+    """A small mapping of keys to persistent objects; concurrent changes to
+    *different* keys merge."""
+
+    _DATA = '_items'
 
     def __init__(self):
         self._items = {}
@@ -62,18 +93,6 @@ class ResolvingMap(persistent.Persistent):
         self._changed()
         return value
 
-    def _changed(self):
-        self._p_changed = True
-        self._v_sorted = None
-
-    def sorted_items(self):
-        """``(key, value)`` pairs in key order (cached per connection)."""
-        cached = getattr(self, '_v_sorted', None)
-        if cached is None:
-            cached = self._v_sorted = sorted(self._items.items(),
-                                             key=lambda item: item[0])
-        return cached
-
     def _p_resolveConflict(self, old, committed, new):
         o = old.get('_items', {})
         c = committed.get('_items', {})
@@ -86,9 +105,6 @@ class ResolvingMap(persistent.Persistent):
         added_n = n.keys() - o.keys()
         if added_c & added_n:
             raise ConflictError('the same entry was added twice')
-        if ((committed.get('retired') and added_n)
-                or (new.get('retired') and added_c)):
-            raise ConflictError('entry added to a retired container')
         for name in set(committed) | set(new):
             if name in ('_items', 'retired'):
                 continue
@@ -102,12 +118,10 @@ class ResolvingMap(persistent.Persistent):
             items[key] = n[key]
         state = dict(committed)
         state['_items'] = items
-        if committed.get('retired') or new.get('retired'):
-            state['retired'] = True
-        return state
+        return self._merge_retired(state, committed, new, added_c, added_n)
 
 
-class ResolvingIndex(persistent.Persistent):
+class ResolvingIndex(_Small):
     """A small mapping of keys to *tuples* of persistent children.
 
     Two transactions creating a child for the same key concurrently both
@@ -115,7 +129,7 @@ class ResolvingIndex(persistent.Persistent):
     is harmless.  Used for the levels above the ``ResolvingMap`` leaves.
     """
 
-    retired = False
+    _DATA = '_children'
 
     def __init__(self):
         self._children = {}
@@ -139,18 +153,6 @@ class ResolvingIndex(persistent.Persistent):
             self._children.pop(key, None)
         self._changed()
 
-    def _changed(self):
-        self._p_changed = True
-        self._v_sorted = None
-
-    def sorted_items(self):
-        """``(key, children)`` pairs in key order (cached per connection)."""
-        cached = getattr(self, '_v_sorted', None)
-        if cached is None:
-            cached = self._v_sorted = sorted(self._children.items(),
-                                             key=lambda item: item[0])
-        return cached
-
     def _p_resolveConflict(self, old, committed, new):
         o = old.get('_children', {})
         c = committed.get('_children', {})
@@ -171,11 +173,6 @@ class ResolvingIndex(persistent.Persistent):
             if merged:
                 # keep committed order, then new additions
                 children[key] = tuple(merged.values())
-        if ((committed.get('retired') and added_n)
-                or (new.get('retired') and added_c)):
-            raise ConflictError('child added to a retired index')
         state = dict(committed)
         state['_children'] = children
-        if committed.get('retired') or new.get('retired'):
-            state['retired'] = True
-        return state
+        return self._merge_retired(state, committed, new, added_c, added_n)

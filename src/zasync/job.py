@@ -48,6 +48,7 @@ _NEW, _ACTIVE, _CALLBACKS, _COMPLETED = range(4)
 _STATUS_BY_ID = {_ACTIVE: ACTIVE, _CALLBACKS: CALLBACKS,
                  _COMPLETED: COMPLETED}
 _NO_SETUP = object()
+_RESCHEDULED = 'rescheduled'
 _TIME_TYPES = (datetime.datetime, datetime.timedelta)
 
 try:
@@ -490,13 +491,11 @@ class Job(utils.Base):
                 raise
             except Exception:
                 res = Failure()
-                tm.abort()
-                self._tear_down(setup_info, tm)
-                retry = self._getRetry('jobError', tm, res, data_cache)
-                if isinstance(retry, _TIME_TYPES):
-                    if self._reschedule_now(retry, data_cache, tm):
-                        return self
-                elif retry:
+                again = self._after_error('jobError', res, setup_info,
+                                          data_cache, tm)
+                if again is _RESCHEDULED:
+                    return self
+                if again:
                     continue
             # The result, and with it the callable's effects, commit now.
             try:
@@ -507,13 +506,11 @@ class Job(utils.Base):
                 raise
             except Exception:
                 failure = Failure()
-                tm.abort()
-                self._tear_down(setup_info, tm)
-                retry = self._getRetry('commitError', tm, failure, data_cache)
-                if isinstance(retry, _TIME_TYPES):
-                    if self._reschedule_now(retry, data_cache, tm):
-                        return self
-                elif retry:
+                again = self._after_error('commitError', failure, setup_info,
+                                          data_cache, tm)
+                if again is _RESCHEDULED:
+                    return self
+                if again:
                     continue
                 self._log_discarded_outcome(res, failure)
                 self._store_commit_failure(failure, data_cache, tm)
@@ -533,10 +530,20 @@ class Job(utils.Base):
         utils.try_five_times(lambda: self.tearDown(setup_info),
                              'tearing down %r' % (self,), tm, commit=False)
 
-    def _reschedule_now(self, when, data_cache, tm):
-        return utils.never_fail(
-            lambda: self._reschedule(when, data_cache),
-            'rescheduling %r' % (self,), tm) is not None
+    def _after_error(self, call_name, failure, setup_info, data_cache, tm):
+        """After the callable or the commit failed: abort, tear down, ask
+        the retry policy (its ``call_name`` method).  True: call again now;
+        ``_RESCHEDULED``: the job went back to its queue; False: keep the
+        failure."""
+        tm.abort()
+        self._tear_down(setup_info, tm)
+        retry = self._getRetry(call_name, tm, failure, data_cache)
+        if isinstance(retry, _TIME_TYPES):
+            rescheduled = utils.never_fail(
+                lambda: self._reschedule(retry, data_cache),
+                'rescheduling %r' % (self,), tm)
+            return _RESCHEDULED if rescheduled is not None else False
+        return bool(retry)
 
     def _store_commit_failure(self, failure, data_cache, tm):
         def store():

@@ -262,7 +262,9 @@ class TestRetriesThroughQueueAndAgent(AgentTestBase):
 
         # The dispatcher comes back and claims the wrapper (after ``later``,
         # which was in the queue before it).
-        self.assertEqual(self.claim(agent, tm)(), 2)
+        worker_later = self.claim(agent, tm)
+        self.assertEqual(worker_later._p_oid, later._p_oid)
+        self.assertEqual(worker_later(), 2)
         worker_wrapper = self.claim(agent, tm)
         self.assertEqual(worker_wrapper._p_oid, wrapper._p_oid)
         another = queue.put(Job(operator.add, 2, 2))

@@ -1,11 +1,7 @@
 """Edge cases of zasync.background (the narrative is docs/background.rst)."""
-import os
 import queue
-import shutil
-import tempfile
 import unittest
 
-import transaction
 import ZODB
 import ZODB.FileStorage
 import ZODB.utils
@@ -23,6 +19,7 @@ from zope.component.hooks import getSite
 
 from zasync import interfaces
 from zasync.background import BackgroundWorkerThread
+from zasync.tests.test_runner import DatabaseTestCase
 
 TIMEOUT = 60
 
@@ -78,25 +75,16 @@ class Scripted(BackgroundWorkerThread):
             raise ValueError('cleanup failed')
 
 
-class BackgroundTests(unittest.TestCase):
+class BackgroundTests(DatabaseTestCase):
+
+    logger_name = 'zasync.background'
 
     def setUp(self):
-        zope.component.testing.setUp(self)
-        self.tmp = tempfile.mkdtemp(prefix='zasync-background-')
-        self.db = ZODB.DB(ZODB.FileStorage.FileStorage(
-            os.path.join(self.tmp, 'Data.fs')))
-        self.tm = transaction.TransactionManager()
-        self.conn = self.db.open(transaction_manager=self.tm)
-        root_folder = zope.site.folder.rootFolder()
-        root_folder.setSiteManager(
-            zope.site.site.LocalSiteManager(root_folder))
-        self.conn.root()['Application'] = root_folder
-        site = root_folder['site'] = zope.site.folder.Folder()
+        super().setUp()
+        site = self.app['site'] = zope.site.folder.Folder()
         site.setSiteManager(zope.site.site.LocalSiteManager(site))
         self.tm.commit()
         self.site = site
-        self.log = zope.testing.loggingsupport.InstalledHandler(
-            'zasync.background')
         self.threads = []
 
     def tearDown(self):
@@ -104,12 +92,7 @@ class BackgroundTests(unittest.TestCase):
             if thread.is_alive():
                 thread.todo.put(None)
             thread.join(TIMEOUT)
-        self.log.uninstall()
-        self.tm.abort()
-        self.conn.close()
-        self.db.close()
-        shutil.rmtree(self.tmp)
-        zope.component.testing.tearDown(self)
+        super().tearDown()
 
     def start(self, *steps, user_name='zope.alice', cls=Scripted, **kw):
         thread = cls.forSite(self.site, user_name, **kw)

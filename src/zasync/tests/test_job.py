@@ -401,15 +401,27 @@ class InterruptTests(DatabaseTest):
         with self.assertRaises(interfaces.BadStatusError):
             Job(operator.mul, 6, 7).handleInterrupt()
 
-    def test_callback_interrupt_abort_does_not_raise(self):
-        # zc.async defect 6: the abort path called fail() on an ACTIVE job.
+    def interrupted_callback(self, callback, inner=None, **kw):
+        """Add ``callback`` to a job that is in CALLBACKS with the result
+        42; the callback is ACTIVE, as when its dispatcher died.  Return
+        that job."""
         parent = Job(operator.mul, 6, 7)
-        callback = parent.addCallback(Job(record), retry_policy_factory=NeverRetry)
+        parent.addCallback(callback, **kw)
         self.store(parent)
+        if inner is not None:
+            self.root['inner'] = inner
+            callback._result = inner
         parent._result = 42
         parent._status_id = 2
         callback._status_id = 1
         transaction.commit()
+        return parent
+
+    def test_callback_interrupt_abort_does_not_raise(self):
+        # zc.async defect 6: the abort path called fail() on an ACTIVE job.
+        callback = Job(record)
+        parent = self.interrupted_callback(
+            callback, retry_policy_factory=NeverRetry)
         callback.handleCallbackInterrupt(parent)
         self.assertTrue(callback.result.check(interfaces.AbortedError))
         self.assertEqual(callback.status, interfaces.COMPLETED)
@@ -417,16 +429,8 @@ class InterruptTests(DatabaseTest):
     def test_callback_interrupt_adopts_completed_inner_job(self):
         # zc.async defect 6: adopting the inner job's result lacked the
         # transaction manager.
-        parent = Job(operator.mul, 6, 7)
-        callback = parent.addCallback(Job(record))
-        inner = Job(operator.add, 40, 2)
-        self.store(parent)
-        self.root['inner'] = inner
-        parent._result = 42
-        parent._status_id = 2
-        callback._status_id = 1
-        callback._result = inner
-        transaction.commit()
+        callback, inner = Job(record), Job(operator.add, 40, 2)
+        parent = self.interrupted_callback(callback, inner)
         inner()
         log = InstalledHandler('zasync.events')
         try:
@@ -438,13 +442,8 @@ class InterruptTests(DatabaseTest):
         self.assertEqual(log.records[0].levelname, 'WARNING')
 
     def test_callback_interrupt_retried(self):
-        parent = Job(operator.mul, 6, 7)
-        callback = parent.addCallback(Job(record, 'again'))
-        self.store(parent)
-        parent._result = 42
-        parent._status_id = 2
-        callback._status_id = 1
-        transaction.commit()
+        callback = Job(record, 'again')
+        parent = self.interrupted_callback(callback)
         callback.handleCallbackInterrupt(parent)
         self.assertEqual(callback.result, ('again', 42))
 

@@ -60,11 +60,14 @@ class Principal:
 
 
 class DatabaseTestCase(unittest.TestCase):
-    """A FileStorage database with a root folder, in a temp dir."""
+    """A FileStorage database with a root folder, in a temp dir; the
+    records of the logger ``logger_name`` in ``self.log``."""
+
+    logger_name = 'zasync.runner'
 
     def setUp(self):
         zope.component.testing.setUp(self)
-        self.tmp = tempfile.mkdtemp(prefix='zasync-runner-')
+        self.tmp = tempfile.mkdtemp(prefix='zasync-test-')
         self.db = ZODB.DB(ZODB.FileStorage.FileStorage(
             os.path.join(self.tmp, 'loop.fs')))
         self.tm = transaction.TransactionManager()
@@ -75,7 +78,7 @@ class DatabaseTestCase(unittest.TestCase):
         self.tm.commit()
         self.app = folder
         self.log = zope.testing.loggingsupport.InstalledHandler(
-            'zasync.runner')
+            self.logger_name)
 
     def tearDown(self):
         self.log.uninstall()
