@@ -195,7 +195,15 @@ def main(argv=None):
                         help='agent size (worker threads), default 3')
     parser.add_argument('--jobs', type=int, default=5000)
     parser.add_argument('--latency-jobs', type=int, default=300)
+    parser.add_argument('--threads', type=int, default=3,
+                        help='zeo/relstorage: threads of each worker '
+                             'process (--workers is then the number of '
+                             'worker processes)')
     args = parser.parse_args(argv)
+    if args.storage in ('zeo', 'relstorage'):
+        import bench_scaleout   # worker processes: see its docstring
+        bench_scaleout.run(args)
+        return
     sys.modules.setdefault('bench', sys.modules[__name__])
     zope.component.provideUtility(uuid.uuid4(), interfaces.IUUID)
     directory = tempfile.mkdtemp(prefix='zasync-bench-')

@@ -188,11 +188,36 @@ def open_uri(uri, read_only=False, must_exist=False, connect_timeout=None):
         storage = factory()
     except Exception as e:
         raise UsageError('cannot open %s: %s' % (given, _one_line(e)))
+    forget_prefetched_oids_on_reconnect(storage)
     try:
         return ZODB.DB(storage, **dbkw)
     except Exception as e:
         storage.close()
         raise UsageError('cannot open %s: %s' % (given, _one_line(e)))
+
+
+def forget_prefetched_oids_on_reconnect(storage):
+    """Make a ZEO ``ClientStorage`` drop the oids it fetched in advance
+    whenever it (re)connects.
+
+    A ZEO client asks the server for new oids 100 at a time.  A restarted
+    server (FileStorage) only knows the oids that were *committed*, and
+    hands the others out again -- to another client, while this one still
+    holds them: two new objects would get the same oid (their commits
+    then fail with ``ValueError: A different object already has the same
+    oid`` or a conflict).  Return True if ``storage`` is a ZEO client.
+    """
+    oids = getattr(storage, '_oids', None)
+    notify = getattr(storage, 'notify_connected', None)
+    if not isinstance(oids, list) or notify is None:
+        return False
+
+    def notify_connected(conn, info):
+        del oids[:]
+        return notify(conn, info)
+
+    storage.notify_connected = notify_connected
+    return True
 
 
 def _with_query(uri, name, value):

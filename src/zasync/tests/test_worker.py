@@ -161,6 +161,35 @@ class WorkerProcessTests(WorkerTestCase):
         self.assertIn("unknown database URI scheme 'nosuch'", err)
 
 
+class ZEOReconnectionTests(WorkerTestCase):
+
+    def test_prefetched_oids_are_dropped_on_reconnection(self):
+        import persistent.mapping
+        from zasync.worker import forget_prefetched_oids_on_reconnect
+        guarded, plain = self.server.db(), self.server.db()
+        try:
+            self.assertTrue(
+                forget_prefetched_oids_on_reconnect(guarded.storage))
+            for db in (guarded, plain):
+                conn = new_connection(db)
+                conn.root()[str(id(db))] = (
+                    persistent.mapping.PersistentMapping())
+                conn.transaction_manager.commit()
+                conn.close()
+                self.assertTrue(db.storage._oids)   # fetched in advance
+            self.server.stop()
+            self.server.start()
+            wait_until(self.conn, lambda: guarded.storage.is_connected()
+                       and plain.storage.is_connected())
+            self.assertEqual(guarded.storage._oids, [])
+            # Without: oids the restarted server will hand out again.
+            self.assertTrue(plain.storage._oids)
+        finally:
+            guarded.close()
+            plain.close()
+        self.assertFalse(forget_prefetched_oids_on_reconnect(object()))
+
+
 class InspectionOnZEOTests(WorkerTestCase):
 
     def test_status_jobs_job_stats(self):

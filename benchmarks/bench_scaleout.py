@@ -1,0 +1,175 @@
+"""Scale-out throughput: worker *processes* on ZEO or RelStorage.
+
+    bin/py benchmarks/bench.py --storage zeo --workers 1|2 [--threads 3]
+                               [--jobs 5000] [--latency-jobs 100]
+    bin/py benchmarks/bench.py --storage relstorage --workers 2
+
+(``bench.py`` hands ``--storage zeo|relstorage`` over to this module.)
+With these storages ``--workers`` is the number of ``zasync worker``
+processes, each with one agent of ``--threads`` threads.  A throw-away
+server is started on 127.0.0.1 (``zasync.servers``: ZEO, or PostgreSQL for
+RelStorage with pg8000).  One run prints:
+
+- the storage's raw commit rate for tiny transactions from one client
+  (the ceiling);
+- jobs/s for ``--jobs`` trivial jobs (``operator.add``) queued before the
+  workers' agents get their threads, until the queue and the agents are
+  empty; and its ratio to the ceiling;
+- median and p99 latency from the enqueuing commit to the job starting, on
+  idle workers (``time.time`` as the job: it returns when it started);
+- the peak memory (VmHWM) of each worker process.
+"""
+import operator
+import os
+import shutil
+import statistics
+import tempfile
+import time
+
+import persistent
+
+from zasync import interfaces
+from zasync.processes import WorkerProcess
+from zasync.processes import new_connection
+from zasync.processes import stop_all
+from zasync.processes import wait_for_worker
+from zasync.processes import wait_until
+
+OPTIONS = ['--poll-interval', '1', '--log-level', 'WARNING']
+
+
+class Counter(persistent.Persistent):
+    value = 0
+
+
+def start_server(kind, directory):
+    from zasync import servers
+    if kind == 'zeo':
+        return servers.ZEOServer(os.path.join(directory, 'zeo')).start()
+    if kind == 'relstorage':
+        os.makedirs(os.path.join(directory, 'pg'))
+        return servers.PostgreSQLServer(
+            os.path.join(directory, 'pg')).start()
+    raise SystemExit('storage %r is not a scale-out storage' % (kind,))
+
+
+def server_uri(server):
+    return server.uri
+
+
+def ceiling(db, count=2000):
+    conn = new_connection(db)
+    tm = conn.transaction_manager
+    counter = conn.root()['bench.counter'] = Counter()
+    tm.commit()
+    start = time.perf_counter()
+    for i in range(count):
+        counter.value = i
+        tm.commit()
+    elapsed = time.perf_counter() - start
+    del conn.root()['bench.counter']
+    tm.commit()
+    conn.close()
+    return count / elapsed
+
+
+def peak_memory(pid):
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _idle(queue, uuids):
+    if len(queue):
+        return False
+    for uuid in uuids:
+        for agent in queue.dispatchers[uuid].values():
+            if len(agent):
+                return False
+    return True
+
+
+def run(args):
+    from zasync.job import Job
+    directory = tempfile.mkdtemp(prefix='zasync-bench-')
+    workers = []
+    server = None
+    db = None
+    try:
+        server = start_server(args.storage, directory)
+        uri = server_uri(server)
+        db = server.db()
+        rate = ceiling(db)
+        print('storage: %s, worker processes: %d, threads each: %d' % (
+            args.storage, args.workers, args.threads))
+        print('ceiling (tiny commits/s, one client): %8.0f' % rate)
+
+        # Workers whose agent has no threads yet.
+        for n in range(args.workers):
+            workers.append(WorkerProcess(
+                uri, 'worker-%d' % n, directory,
+                OPTIONS + ['--agent', 'main:0']).start())
+        conn = new_connection(db)
+        tm = conn.transaction_manager
+        for worker in workers:
+            wait_for_worker(conn, worker, 60)
+        queue = conn.root()[interfaces.KEY]['']
+        uuids = [worker.uuid for worker in workers]
+
+        batch = 500
+        for start in range(0, args.jobs, batch):
+            for i in range(start, min(args.jobs, start + batch)):
+                queue.put(Job(operator.add, i, 1))
+            tm.commit()
+        # Now the agents get their threads: the workers poll at once
+        # (their records changed) and start claiming.
+        for uuid in uuids:
+            queue.dispatchers[uuid]['main'].size = args.threads
+        tm.commit()
+        begin = time.perf_counter()
+        wait_until(conn, lambda: _idle(queue, uuids), 900)
+        elapsed = time.perf_counter() - begin
+        jobs_per_second = args.jobs / elapsed
+        print('jobs/s (%d trivial jobs):          %8.0f   (%.2f s)'
+              % (args.jobs, jobs_per_second, elapsed))
+        print('ratio jobs/s / ceiling:              %8.2f'
+              % (jobs_per_second / rate))
+
+        samples = []
+        for i in range(args.latency_jobs):
+            job = queue.put(Job(time.time))
+            tm.commit()
+            committed = time.time()
+            wait_until(conn, lambda: job.status == interfaces.COMPLETED, 30)
+            samples.append(max(0.0, job.result - committed))
+        if samples:
+            samples.sort()
+            p99 = samples[min(len(samples) - 1,
+                              max(0, round(0.99 * len(samples)) - 1))]
+            print('enqueue->start latency (%d jobs): p50 %.2f ms, p99 %.2f '
+                  'ms' % (len(samples), statistics.median(samples) * 1000,
+                          p99 * 1000))
+        for worker in workers:
+            peak = peak_memory(worker.pid)
+            if peak is not None:
+                print('peak memory of %s (VmHWM):  %8.1f MB'
+                      % (worker.name, peak))
+        tm.abort()
+        conn.close()
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(60)
+        return jobs_per_second, rate
+    finally:
+        stop_all()
+        if db is not None:
+            db.close()
+        if server is not None:
+            server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
