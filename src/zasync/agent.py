@@ -3,6 +3,8 @@
 See ``docs/agent.rst``.
 """
 import datetime
+import heapq
+import operator
 
 import BTrees.LOBTree
 import BTrees.Length
@@ -24,12 +26,24 @@ class CompletedCollection(persistent.Persistent):
     """Recently completed jobs, newest first, pruned by age.
 
     Keys come from ``zasync.utils.dt_to_long`` (newer times get smaller
-    keys), with the low 4 bits used to keep jobs completed within the same
-    microsecond apart.  Every ``add`` drops the jobs older than ``period``,
-    so the collection holds at most one period's worth of jobs.
+    keys), with the low 4 bits keeping jobs completed within the same
+    microsecond apart.
+
+    A job usually completes in the same transaction as its result, and
+    jobs of one agent complete concurrently in several threads and
+    processes.  A BTree insert can conflict with a concurrent one (when a
+    bucket splits), and a conflict there would make the job run again.  So
+    ``add`` only puts the job in a small conflict-resolving *inbox*; the
+    dispatcher moves the inbox into the BTree now and then (``archive``),
+    in transactions of its own, dropping jobs older than ``period`` as it
+    goes.  Readers see both, merged, and never a job older than
+    ``period``; ``len`` counts such jobs until they are archived away.
     """
 
     period = datetime.timedelta(days=7)
+    #: ``add`` archives itself once the inbox holds this many jobs (a
+    #: dispatcher archives long before)
+    inbox_limit = 200
     __parent__ = None
 
     def __init__(self, period=None):
@@ -37,17 +51,33 @@ class CompletedCollection(persistent.Persistent):
             self.period = period
         self._data = BTrees.LOBTree.LOBTree()
         self._length = BTrees.Length.Length()
+        self._inbox = ResolvingMap()
 
     def add(self, job):
         now = utils.now()
         key = utils.dt_to_long(now) + 15
-        while key in self._data:
+        while key in self._inbox or key in self._data:
             key -= 1
         job.key = key
         job.parent = self.__parent__
-        self._data[key] = job
-        self._length.change(1)
+        self._inbox.add(key, job)
+        if len(self._inbox) >= self.inbox_limit:
+            self.archive(now)
+
+    def archive(self, now=None):
+        """Move the inbox into the BTree and drop old jobs; return how many
+        jobs were moved.  Best in a transaction of its own."""
+        items = list(self._inbox.sorted_items())
+        for key, job in items:
+            self._inbox.remove(key)
+            while key in self._data:
+                key -= 1
+            job.key = key
+            self._data[key] = job
+        if items:
+            self._length.change(len(items))
         self.prune(now)
+        return len(items)
 
     def prune(self, now=None):
         """Drop jobs completed more than ``period`` before ``now``."""
@@ -64,20 +94,29 @@ class CompletedCollection(persistent.Persistent):
     def _range(self, start=None, stop=None):
         low = None if start is None else utils.dt_to_long(start)
         high = None if stop is None else utils.dt_to_long(stop) + 15
-        return self._data.values(min=low, max=high)
+        # Jobs past their period are never shown, archived or not.
+        cutoff = utils.dt_to_long(utils.now() - self.period) + 15
+        high = cutoff if high is None else min(high, cutoff)
+        recent = [(key, job) for key, job in self._inbox.sorted_items()
+                  if (low is None or key >= low)
+                  and (high is None or key <= high)]
+        archived = self._data.items(min=low, max=high)
+        for key, job in heapq.merge(recent, archived,
+                                    key=operator.itemgetter(0)):
+            yield job
 
     def iter(self, start=None, stop=None):
         """Jobs from ``start`` (the newer bound) back to ``stop``."""
-        return iter(self._range(start, stop))
+        return self._range(start, stop)
 
     def __iter__(self):
-        return iter(self._data.values())
+        return self._range()
 
     def __len__(self):
-        return self._length()
+        return self._length() + len(self._inbox)
 
     def __bool__(self):
-        return self._length() > 0
+        return len(self) > 0
 
     def first(self, start=None):
         """The newest job, or the newest at or older than ``start``."""
@@ -87,12 +126,12 @@ class CompletedCollection(persistent.Persistent):
 
     def last(self, stop=None):
         """The oldest job, or the oldest at or newer than ``stop``."""
-        high = None if stop is None else utils.dt_to_long(stop) + 15
-        try:
-            key = self._data.maxKey(high)
-        except ValueError:
+        job = None
+        for job in self._range(None, stop):
+            pass
+        if job is None:
             raise ValueError('no job')
-        return self._data[key]
+        return job
 
 
 # --------------------------------------------------------------------------

@@ -430,6 +430,7 @@ class Dispatcher:
             else:
                 for item in claimed:
                     pool.put(item)
+            self.archiveCompleted(conn, name, agent_name, minimum=1)
         self._retire_pools(name, {agent_name for agent_name, _ in agents})
         watched.update(_watched_oids(queue))
 
@@ -534,6 +535,9 @@ class Dispatcher:
                     job = agent.claimJob()
                     if job is None:
                         break
+                    # Started in the claim's transaction: one commit less
+                    # per job (a worker thread is waiting for it).
+                    job._start()
                     claimed.append(job)
                     room -= 1
                 return agent
@@ -567,6 +571,37 @@ class Dispatcher:
                 self._new_jobs.setdefault(
                     (queue_name, agent_name), []).extend(ids)
         return items
+
+    #: a worker thread archives its agent's completed jobs once this many
+    #: wait in the collection's inbox (polls archive any number)
+    archive_threshold = 50
+
+    def archiveCompleted(self, conn, queue_name, agent_name, minimum=None):
+        """Move the completed jobs of an agent from the inbox of its
+        ``completed`` collection into the archive, in a transaction of
+        ``conn``, when at least ``minimum`` (default: ``archive_threshold``)
+        wait there.  Return how many were moved."""
+        if minimum is None:
+            minimum = self.archive_threshold
+        tm = conn.transaction_manager
+        tm.begin()
+
+        def archive():
+            queue = conn.root()[interfaces.KEY][queue_name]
+            completed = queue.dispatchers[self.UUID][agent_name].completed
+            if len(completed._inbox) < minimum:
+                return 0
+            return completed.archive()
+
+        wakeup.quiet.active = True
+        try:
+            moved = utils.try_five_times(
+                archive, 'archiving completed jobs of agent %r of queue %r'
+                % (agent_name, queue_name), tm)
+        finally:
+            wakeup.quiet.active = False
+            tm.abort()
+        return 0 if isinstance(moved, Failure) else moved
 
     def _stash_claim_failure(self, conn, queue_name, agent_name, failure):
         tm = conn.transaction_manager

@@ -464,7 +464,35 @@ class Job(utils.Base):
         finally:
             zlocal.local.job = previous_job
 
+    def _start(self):
+        """Make the job ACTIVE without committing.
+
+        A dispatcher does this in the transaction that claims the job, which
+        saves a commit per job; then it runs the job with ``_run_started``.
+        """
+        statuses = (NEW, ASSIGNED)
+        if self.status not in statuses:
+            raise interfaces.BadStatusError(
+                'can only start a job with NEW or ASSIGNED status')
+        self._check_reassigned(statuses)
+        self._status_id = _ACTIVE
+        self.active_start = utils.now()
+
+    def _run_started(self):
+        """Run a job made ACTIVE by ``_start`` (and committed since)."""
+        if (self._status_id != _ACTIVE
+                or interfaces.IJob.providedBy(self._result)):
+            raise interfaces.BadStatusError(
+                'can only run a started job that has ACTIVE status')
+        tm = utils.transaction_manager(self)
+        previous_job = zlocal.local.job
+        try:
+            return self._call(tm, None, (), {})
+        finally:
+            zlocal.local.job = previous_job
+
     def _call(self, tm, statuses, args, kwargs):
+        """Run the job.  ``statuses`` None: it was started already."""
 
         def prepare():
             self._check_reassigned(statuses)
@@ -476,8 +504,13 @@ class Job(utils.Base):
             effective_kwargs.update(kwargs)
             return effective_args, effective_kwargs
 
-        effective_args, effective_kwargs = utils.never_fail(
-            prepare, 'preparing %r' % (self,), tm)
+        if statuses is None:
+            self._check_reassigned((ACTIVE,))
+            effective_args = list(self.args)
+            effective_kwargs = dict(self.kwargs)
+        else:
+            effective_args, effective_kwargs = utils.never_fail(
+                prepare, 'preparing %r' % (self,), tm)
         data_cache = {}
         while True:
             zlocal.local.job = self
@@ -518,8 +551,9 @@ class Job(utils.Base):
                 run_callbacks = True
             else:
                 self._tear_down(setup_info, tm)
-            if run_callbacks:
+            if self._status_id in (_CALLBACKS, _COMPLETED):
                 self._log_completion(res)
+            if run_callbacks:
                 utils.never_fail(self.resumeCallbacks,
                                  'performing callbacks of %r' % (self,), tm)
             return res
@@ -601,12 +635,24 @@ class Job(utils.Base):
             run_callbacks = False
         else:
             self._result = res
-            self._status_id = _CALLBACKS
             self.active_end = utils.now()
+            if len(self.callbacks):
+                self._status_id = _CALLBACKS
+            else:
+                # Nothing else to do: complete in the same commit.  (A
+                # callback added concurrently makes this commit conflict,
+                # see addCallback.)
+                self._complete()
+                run_callbacks = False
         if self._retry_policy is not None and data_cache:
             self._retry_policy.updateData(data_cache)
         tm.commit()
         return run_callbacks
+
+    def _complete(self):
+        self._status_id = _COMPLETED
+        if interfaces.IAgent.providedBy(self.parent):
+            self.parent.jobCompleted(self)
 
     def _callback(self, res):
         """Receive the result of an inner job (or Deferred)."""
@@ -659,9 +705,7 @@ class Job(utils.Base):
                 self._run_callback(callback)
             done += len(callbacks)
             tm.begin()   # see callbacks added meanwhile by others
-        self._status_id = _COMPLETED
-        if interfaces.IAgent.providedBy(self.parent):
-            self.parent.jobCompleted(self)
+        self._complete()
         tm.commit()
 
     def _run_callback(self, callback):
@@ -730,9 +774,11 @@ class Job(utils.Base):
 
     def _abort_interrupted(self, tm):
         failure = Failure(interfaces.AbortedError())
-        self._set_result(failure, tm)
-        self._log_completion(failure)
-        self.resumeCallbacks()
+        if self._set_result(failure, tm):
+            self._log_completion(failure)
+            self.resumeCallbacks()
+        else:
+            self._log_completion(failure)
 
     def handleCallbackInterrupt(self, caller):
         """Deal with this callback having been interrupted while running."""

@@ -168,6 +168,9 @@ class AgentThreadPool:
                         keep_going = self._perform(conn, ident, first)
                     finally:
                         self._done()
+                    if keep_going and dispatcher.activated:
+                        dispatcher.archiveCompleted(
+                            conn, self.queue_name, self.name)
                     if not keep_going or not dispatcher.activated:
                         break
                     items = self._claim(conn)
@@ -250,7 +253,7 @@ class AgentThreadPool:
         try:
             job = self._load(conn, oid, database_name)
             try:
-                result = job()
+                result = job._run_started()   # started when claimed
             except interfaces.BadStatusError:
                 tm.abort()
                 utils.events_log.error(
