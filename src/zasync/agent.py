@@ -56,11 +56,14 @@ class CompletedCollection(persistent.Persistent):
     def add(self, job):
         now = utils.now()
         key = utils.dt_to_long(now) + 15
-        while key in self._inbox or key in self._data:
+        waiting = {entry[0] for entry, _ in self._inbox.sorted_items()}
+        while key in waiting or key in self._data:
             key -= 1
         job.key = key
         job.parent = self.__parent__
-        self._inbox.add(key, job)
+        # Concurrent adds cannot see each other and may pick the same key:
+        # a random tie-breaker keeps their entries apart, so they merge.
+        self._inbox.add((key, random.getrandbits(62)), job)
         if len(self._inbox) >= self.inbox_limit:
             self.archive(now)
 
@@ -68,8 +71,9 @@ class CompletedCollection(persistent.Persistent):
         """Move the inbox into the BTree and drop old jobs; return how many
         jobs were moved.  Best in a transaction of its own."""
         items = list(self._inbox.sorted_items())
-        for key, job in items:
-            self._inbox.remove(key)
+        for entry, job in items:
+            self._inbox.remove(entry)
+            key = entry[0]
             while key in self._data:
                 key -= 1
             job.key = key
@@ -97,9 +101,10 @@ class CompletedCollection(persistent.Persistent):
         # Jobs past their period are never shown, archived or not.
         cutoff = utils.dt_to_long(utils.now() - self.period) + 15
         high = cutoff if high is None else min(high, cutoff)
-        recent = [(key, job) for key, job in self._inbox.sorted_items()
-                  if (low is None or key >= low)
-                  and (high is None or key <= high)]
+        recent = [(entry[0], job)
+                  for entry, job in self._inbox.sorted_items()
+                  if (low is None or entry[0] >= low)
+                  and (high is None or entry[0] <= high)]
         archived = self._data.items(min=low, max=high)
         for key, job in heapq.merge(recent, archived,
                                     key=operator.itemgetter(0)):

@@ -498,5 +498,74 @@ class TestSerialParallel(AgentTestBase):
         self.assertEqual(main.result, [2, 4])
 
 
+class TestDispatchedJobCommits(AgentTestBase):
+    """What a dispatcher does with a job costs two commits, and jobs of one
+    agent completing at the same time in different connections merge."""
+
+    def transactions(self):
+        return self.db.lastTransaction()
+
+    def test_claim_start_then_result_is_two_commits(self):
+        job = self.queue.put(Job(operator.mul, 6, 7))
+        self.tm.commit()
+        before = self.transactions()
+        claimed = self.agent.claimJob()
+        claimed._start()
+        self.tm.commit()                      # commit 1: claimed + ACTIVE
+        self.assertIs(claimed, job)
+        self.assertEqual(job.status, interfaces.ACTIVE)
+        after_claim = self.transactions()
+        self.assertEqual(job._run_started(), 42)   # commit 2
+        self.assertEqual(job.status, interfaces.COMPLETED)
+        self.assertEqual(len(self.agent), 0)
+        self.assertEqual(list(self.agent.completed), [job])
+        self.assertNotEqual(before, after_claim)
+        self.assertEqual(
+            len(list(self.db.storage.iterator(after_claim))) - 1, 1)
+
+    def test_run_started_needs_a_started_job(self):
+        job = self.queue.put(Job(operator.mul, 6, 7))
+        self.tm.commit()
+        with self.assertRaises(interfaces.BadStatusError):
+            job._run_started()
+        job.parent = None
+        job()
+        with self.assertRaises(interfaces.BadStatusError):
+            job._start()
+
+    def test_concurrent_completions_in_one_agent_merge(self):
+        jobs = [self.queue.put(Job(operator.mul, i, 2)) for i in range(40)]
+        self.tm.commit()
+        for job in jobs[:3]:
+            self.agent.claimJob()._start()
+        self.tm.commit()
+        (tm1, queue1, agent1), (tm2, queue2, agent2) = (
+            self.connect(), self.connect())
+        done = []
+        for i in range(20):
+            # two connections complete a job each, from the same snapshot
+            first, second = agent1[0], agent2[1]
+            self.assertIsNot(first._p_oid, second._p_oid)
+            done.append(first._run_started())
+            done.append(second._run_started())   # merges, never re-runs
+            # (a conflict would have asked the retry policy)
+            self.assertIsNone(second._retry_policy)
+            self.assertEqual(second.status, interfaces.COMPLETED)
+            for tm, agent in ((tm1, agent1), (tm2, agent2)):
+                tm.begin()
+            self.tm.begin()
+            for job in (self.agent.claimJob(), self.agent.claimJob()):
+                if job is not None:
+                    job._start()
+            self.tm.commit()
+            tm1.begin()
+            tm2.begin()
+            if len(agent1) < 2:
+                break
+        self.assertEqual(len(done), len(set(done)))
+        self.tm.begin()
+        self.assertEqual(len(self.agent.completed), len(done))
+
+
 def test_suite():
     return unittest.defaultTestLoader.loadTestsFromName(__name__)
