@@ -22,6 +22,7 @@ class SharedDatabaseChecks:
             conn.close()
             tm = transaction.TransactionManager()
             conn = reader_db.open(transaction_manager=tm)
+            tm.begin()   # a new transaction sees the latest commits
             self.assertEqual(conn.root()['shared']['answer'], 42)
             conn.close()
         finally:
