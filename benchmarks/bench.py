@@ -201,6 +201,7 @@ def main(argv=None):
                              'worker processes)')
     args = parser.parse_args(argv)
     if args.storage in ('zeo', 'relstorage'):
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import bench_scaleout   # worker processes: see its docstring
         bench_scaleout.run(args)
         return

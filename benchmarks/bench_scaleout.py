@@ -45,11 +45,11 @@ class Counter(persistent.Persistent):
 def start_server(kind, directory):
     from zasync import servers
     if kind == 'zeo':
+        os.makedirs(os.path.join(directory, 'zeo'))
         return servers.ZEOServer(os.path.join(directory, 'zeo')).start()
     if kind == 'relstorage':
-        os.makedirs(os.path.join(directory, 'pg'))
-        return servers.PostgreSQLServer(
-            os.path.join(directory, 'pg')).start()
+        # (its own temporary directory: the postgres user must reach it)
+        return servers.PostgreSQLServer().start()
     raise SystemExit('storage %r is not a scale-out storage' % (kind,))
 
 
