@@ -172,6 +172,7 @@ class ZEOReconnectionTests(WorkerTestCase):
                 forget_prefetched_oids_on_reconnect(guarded.storage))
             for db in (guarded, plain):
                 conn = new_connection(db)
+                conn.transaction_manager.begin()   # see the other's commit
                 conn.root()[str(id(db))] = (
                     persistent.mapping.PersistentMapping())
                 conn.transaction_manager.commit()
