@@ -15,7 +15,7 @@ TESTS_REQUIRE = [
     'zope.testrunner >= 6.0',
     'zope.principalregistry >= 5.0',  # runner doctest: <principal>
     'RelStorage >= 4.0',  # the PostgreSQL layer
-    'pg8000 >= 1.30',
+    'psycopg2-binary >= 2.9',
     # functional layer: a real Zope WSGI application over HTTP
     'zope.app.wsgi >= 5.0',
     'zope.app.publication >= 5.0',
@@ -26,7 +26,9 @@ TESTS_REQUIRE = [
 
 RELSTORAGE_REQUIRE = [
     'RelStorage >= 4.0',
-    'pg8000 >= 1.30',   # pure-Python PostgreSQL driver
+    # libpq's driver (pure-Python pg8000 does not set TCP_NODELAY and waits
+    # for delayed ACKs: about 40 ms a commit over TCP)
+    'psycopg2-binary >= 2.9',
 ]
 
 setup(

@@ -8,7 +8,7 @@
 With these storages ``--workers`` is the number of ``zasync worker``
 processes, each with one agent of ``--threads`` threads.  A throw-away
 server is started on 127.0.0.1 (``zasync.servers``: ZEO, or PostgreSQL for
-RelStorage with pg8000).  One run prints:
+RelStorage with psycopg2).  One run prints:
 
 - the storage's raw commit rate for tiny transactions from one client
   (the ceiling);

@@ -189,7 +189,7 @@ class PostgreSQLServer:
 
     @property
     def uri(self):
-        return 'postgres://%s@%s:%s/%s?driver=pg8000' % (
+        return 'postgres://%s@%s:%s/%s?driver=psycopg2' % (
             self.user, LOOPBACK, self.port, self.dbname)
 
     def db(self, **kw):

@@ -104,7 +104,7 @@ def add_database_arguments(parser):
     group.add_argument(
         '--zodb', metavar='URI',
         help='the database, as a zodburi URI: file:///path/Data.fs, '
-             'zeo://host:port, postgres://user@host:port/db?driver=pg8000 '
+             'zeo://host:port, postgres://user@host:port/db?driver=psycopg2 '
              '(RelStorage), ...')
     group.add_argument(
         '--zope-conf', metavar='FILE',
