@@ -259,13 +259,7 @@ class Dispatcher:
         self.activated = None   # deactivation in progress
         try:
             self.watcher.stop()
-            if self._next_poll is not None:
-                try:
-                    if self._next_poll.active():
-                        self._next_poll.cancel()
-                except Exception:  # pragma: no cover - reactor specific
-                    pass
-                self._next_poll = None
+            self._cancel_next_poll()
             # Always a fresh connection: the poll connection may be in use
             # or, in threaded mode, long closed (zc.async used a closed one).
             conn = self.db.open(
@@ -645,6 +639,10 @@ class Dispatcher:
             # (A threaded poll may be running: the next one comes soon.)
             self._wake()
             return
+        self._cancel_next_poll()
+        self._poll_and_schedule()
+
+    def _cancel_next_poll(self):
         if self._next_poll is not None:
             try:
                 if self._next_poll.active():
@@ -652,7 +650,6 @@ class Dispatcher:
             except Exception:  # pragma: no cover - reactor specific
                 pass
             self._next_poll = None
-        self._poll_and_schedule()
 
     def _wake(self):
         self._wake_pending = False

@@ -189,8 +189,20 @@ def _repr_call(root, name, args, kwargs):
 # The job
 
 
+class _AddCallbacks:
+    """``addCallbacks``, for jobs and callback proxies alike."""
+
+    def addCallbacks(self, success=None, failure=None,
+                     failure_log_level=None, retry_policy_factory=None):
+        """Add a callback running ``success`` with a result, or ``failure``
+        with a ``Failure``; return it (a ``SuccessFailureCallbackProxy``)."""
+        return self.addCallback(SuccessFailureCallbackProxy(
+            success, failure, failure_log_level=failure_log_level,
+            retry_policy_factory=retry_policy_factory))
+
+
 @zope.interface.implementer(interfaces.IJob)
-class Job(utils.Base):
+class Job(_AddCallbacks, utils.Base):
     """A persistent call: ``Job(callable, *args, **kwargs)``."""
 
     _status_id = _NEW
@@ -380,12 +392,6 @@ class Job(utils.Base):
             # adder retries and then sees the job COMPLETED.
             self._p_changed = True
         return callback
-
-    def addCallbacks(self, success=None, failure=None,
-                     failure_log_level=None, retry_policy_factory=None):
-        return self.addCallback(SuccessFailureCallbackProxy(
-            success, failure, failure_log_level=failure_log_level,
-            retry_policy_factory=retry_policy_factory))
 
     # -- retry policy ----------------------------------------------------
 
@@ -887,7 +893,7 @@ def _pass_through(result):
 
 
 @zope.interface.implementer(interfaces.ICallbackProxy)
-class ConditionalCallbackProxy(utils.Base):
+class ConditionalCallbackProxy(_AddCallbacks, utils.Base):
     """A callback that picks its job by testing the result.
 
     ``ConditionalCallbackProxy((condition, job), ..., default)``: the first
@@ -957,12 +963,6 @@ class ConditionalCallbackProxy(utils.Base):
         self.callbacks.append(callback)
         self._p_changed = True
         return callback
-
-    def addCallbacks(self, success=None, failure=None,
-                     failure_log_level=None, retry_policy_factory=None):
-        return self.addCallback(SuccessFailureCallbackProxy(
-            success, failure, failure_log_level=failure_log_level,
-            retry_policy_factory=retry_policy_factory))
 
     def __repr__(self):
         return '<%s>' % utils.custom_repr(self)

@@ -11,7 +11,6 @@ database opens.  Then::
 queues the job, in the caller's transaction: it runs if, and only if, that
 transaction commits.  See ``docs/manager.rst``.
 """
-import transaction
 import ZODB.utils
 import grokcore.component as grok
 import zope.component
@@ -138,36 +137,21 @@ class JobContainerInstaller:
         return '<%s db_name=%r>' % (type(self).__name__, self.db_name)
 
     def __call__(self, ev):
-        db = ev.database
-        tm = transaction.TransactionManager()
-        conn = db.open(transaction_manager=tm)
-        try:
-            tm.begin()
-            root = conn.root()
-            if interfaces.JOBS_KEY not in root:
-                container = None
-                other = None
-                if self.db_name is not None:
-                    other = conn.get_connection(self.db_name)
-                    container = other.root().get(interfaces.JOBS_KEY)
-                if container is None:
-                    container = JobContainer()
-                    container.__name__ = interfaces.JOBS_KEY
-                    if other is not None:
-                        other.root()[interfaces.JOBS_KEY] = container
-                        other.add(container)
-                    root[interfaces.JOBS_KEY] = container
-                    zope.event.notify(interfaces.ObjectAdded(
-                        container, root, interfaces.JOBS_KEY))
-                    utils.events_log.info('job container added')
-                else:
-                    root[interfaces.JOBS_KEY] = container
-                tm.commit()
-        except BaseException:
-            tm.abort()
-            raise
-        finally:
-            conn.close()
+        with utils.private_connection(ev.database) as conn:
+            container, created = utils.install_in_root(
+                conn, interfaces.JOBS_KEY, _new_job_container, self.db_name)
+            if created:
+                zope.event.notify(interfaces.ObjectAdded(
+                    container, conn.root(), interfaces.JOBS_KEY))
+            conn.transaction_manager.commit()
+            if created:
+                utils.events_log.info('job container added')
+
+
+def _new_job_container():
+    container = JobContainer()
+    container.__name__ = interfaces.JOBS_KEY
+    return container
 
 
 job_container_installer = JobContainerInstaller()

@@ -235,6 +235,15 @@ def new_connection(db):
 # Layers
 
 
+def wipe_server(server):
+    """Empty the database of a test server (see ``wipe``)."""
+    db = server.db()
+    try:
+        wipe(db)
+    finally:
+        db.close()
+
+
 def wipe(db):
     """Empty the root of ``db`` (a fresh start on a shared server)."""
     tm = transaction.TransactionManager()
@@ -266,11 +275,7 @@ class WorkersLayer(ZEOLayer):
         server = ZEOLayer.server
         if server.process is None:
             server.start()
-        db = server.db()
-        try:
-            wipe(db)
-        finally:
-            db.close()
+        wipe_server(server)
 
     @classmethod
     def testTearDown(cls):
@@ -294,11 +299,7 @@ class ScaleOutLayer(WorkersLayer, PostgreSQLLayer):
 
     @classmethod
     def testSetUp(cls):
-        db = PostgreSQLLayer.server.db()
-        try:
-            wipe(db)
-        finally:
-            db.close()
+        wipe_server(PostgreSQLLayer.server)
 
     @classmethod
     def testTearDown(cls):

@@ -224,35 +224,31 @@ class PostgreSQLServer:
 # zope.testrunner layers
 
 
-class ZEOLayer:
-    """A ZEO server for the tests of the layer: ``ZEOLayer.server``."""
+def _server_layer(name, server_class, doc):
+    """A zope.testrunner layer running a ``server_class`` server for its
+    tests, as the layer's ``server``.  (A function, not a base class: the
+    test runner would set up a base class as a layer of its own.)"""
 
-    server = None
-
-    @classmethod
     def setUp(cls):
-        cls.server = ZEOServer().start()
+        cls.server = server_class().start()
 
-    @classmethod
     def tearDown(cls):
         cls.server.cleanup()
         cls.server = None
 
+    return type(name, (), {
+        '__doc__': doc, '__module__': __name__, 'server': None,
+        'setUp': classmethod(setUp), 'tearDown': classmethod(tearDown)})
 
-class PostgreSQLLayer:
+
+ZEOLayer = _server_layer(
+    'ZEOLayer', ZEOServer,
+    """A ZEO server for the tests of the layer: ``ZEOLayer.server``.""")
+
+PostgreSQLLayer = _server_layer(
+    'PostgreSQLLayer', PostgreSQLServer,
     """A PostgreSQL server for RelStorage: ``PostgreSQLLayer.server``.
 
     Where PostgreSQL is not installed, the layer fails to set up -- its
     tests are never silently skipped.
-    """
-
-    server = None
-
-    @classmethod
-    def setUp(cls):
-        cls.server = PostgreSQLServer().start()
-
-    @classmethod
-    def tearDown(cls):
-        cls.server.cleanup()
-        cls.server = None
+    """)

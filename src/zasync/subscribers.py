@@ -15,7 +15,6 @@ is the fourth.  ZCML users get them through ``<zasync:jobs />`` and
 import signal
 import threading
 
-import transaction
 import zope.component
 import zope.event
 
@@ -57,31 +56,16 @@ class QueueInstaller:
             type(self).__name__, self.queues, self.db_name)
 
     def __call__(self, ev):
-        db = ev.database
-        tm = transaction.TransactionManager()
-        conn = db.open(transaction_manager=tm)
-        try:
-            tm.begin()
-            root = conn.root()
-            queues = root.get(interfaces.KEY)
-            if queues is None:
-                other = None
-                if self.db_name is not None:
-                    other = conn.get_connection(self.db_name)
-                    queues = other.root().get(interfaces.KEY)
-                if queues is None:
-                    queues = Queues()
-                    if other is not None:
-                        other.root()[interfaces.KEY] = queues
-                        other.add(queues)
-                    root[interfaces.KEY] = queues
-                    zope.event.notify(
-                        interfaces.ObjectAdded(queues, root, interfaces.KEY))
-                    tm.commit()
-                    log.info('queues collection added')
-                else:
-                    root[interfaces.KEY] = queues
-                    tm.commit()
+        with utils.private_connection(ev.database) as conn:
+            tm = conn.transaction_manager
+            queues, created = utils.install_in_root(
+                conn, interfaces.KEY, Queues, self.db_name)
+            if created:
+                zope.event.notify(interfaces.ObjectAdded(
+                    queues, conn.root(), interfaces.KEY))
+            tm.commit()
+            if created:
+                log.info('queues collection added')
             for name in self.queues:
                 if name not in queues:
                     queue = self.factory(conn, name)
@@ -90,11 +74,6 @@ class QueueInstaller:
                         interfaces.ObjectAdded(queue, queues, name))
                     tm.commit()
                     log.info('queue %r added', name)
-        except BaseException:
-            tm.abort()
-            raise
-        finally:
-            conn.close()
 
 
 queue_installer = QueueInstaller()

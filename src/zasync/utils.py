@@ -1,5 +1,6 @@
 """Small shared tools: the clock, logging channels, transaction loops, keys.
 """
+import contextlib
 import datetime
 import logging
 import time
@@ -252,6 +253,47 @@ def try_five_times(call, identifier, tm, commit=True):
             return Failure()
         else:
             return result
+
+
+@contextlib.contextmanager
+def private_connection(db):
+    """A connection of ``db`` with a transaction manager of its own, in a
+    new transaction; aborted on error, closed in any case."""
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        tm.begin()
+        yield conn
+    except BaseException:
+        tm.abort()
+        raise
+    finally:
+        conn.close()
+
+
+def install_in_root(conn, key, factory, db_name=None):
+    """Make sure ``conn.root()[key]`` exists; return ``(object, created)``.
+
+    With ``db_name``, the object lives in the root of that member of a
+    multi-database (under the same key), and the main root refers to it.
+    ``factory()`` makes a new object.  Nothing is committed.
+    """
+    root = conn.root()
+    obj = root.get(key)
+    if obj is not None:
+        return obj, False
+    other = None
+    if db_name is not None:
+        other = conn.get_connection(db_name)
+        obj = other.root().get(key)
+    created = obj is None
+    if created:
+        obj = factory()
+        if other is not None:
+            other.root()[key] = obj
+            other.add(obj)
+    root[key] = obj
+    return obj, created
 
 
 def transaction_manager(obj):
