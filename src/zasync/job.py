@@ -746,6 +746,14 @@ class Job(_AddCallbacks, utils.Base):
             tm = utils.transaction_manager(self)
             retry = self._getRetry('interrupted', tm)
             queue = self.queue
+            if retry and queue is None:
+                # Only a wrapper claimed from the queue without an agent
+                # loses the way back to it.
+                events_log.error(
+                    'interrupted job %r cannot be retried: it is in no queue '
+                    '(was its interrupt wrapper claimed without an agent?); '
+                    'aborting it', self)
+                retry = False
             if isinstance(retry, _TIME_TYPES):
                 self._reschedule(retry, queue=queue)
             elif retry:

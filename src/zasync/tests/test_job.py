@@ -397,6 +397,22 @@ class InterruptTests(DatabaseTest):
         self.assertTrue(job.result.check(interfaces.AbortedError))
         self.assertTrue(told.result[0].check(interfaces.AbortedError))
 
+    def test_interrupted_job_in_no_queue_is_aborted_not_stuck(self):
+        job = Job(operator.mul, 6, 7)
+        wrapper = Job(job.handleInterrupt)   # claimed: no parent any more
+        job._status_id = 1
+        self.store(job)
+        self.store(wrapper, 'wrapper')
+        log = InstalledHandler('zasync.events')
+        try:
+            wrapper()
+        finally:
+            log.uninstall()
+        self.assertEqual(job.status, interfaces.COMPLETED)
+        self.assertTrue(job.result.check(interfaces.AbortedError))
+        self.assertIn('cannot be retried: it is in no queue',
+                      log.records[0].getMessage())
+
     def test_handle_interrupt_needs_active_or_callbacks(self):
         with self.assertRaises(interfaces.BadStatusError):
             Job(operator.mul, 6, 7).handleInterrupt()
