@@ -517,6 +517,7 @@ class Dispatcher:
         with pool.claim_lock:
             if not self.activated:
                 return []
+            self.watcher.await_last_commit()
             tm.begin()
 
             def claim():

@@ -22,6 +22,7 @@ only schedules a call in its reactor).
 """
 import logging
 import threading
+import time
 
 from ZODB.mvccadapter import MVCCAdapter
 
@@ -52,6 +53,7 @@ class InvalidationWatcher:
         self._stopped = threading.Event()
         self.mode = None
         self.wakeups = 0
+        self.last_tid = None   # of the latest commit that woke us up
 
     def watch(self, oids):
         self._watched = None if oids is None else frozenset(oids)
@@ -102,10 +104,11 @@ class InvalidationWatcher:
         if getattr(quiet, 'active', False):
             return
         watched = self._watched
-        if watched is None:
-            self._fire(None)
-        elif not watched.isdisjoint(oids):
-            self._fire(watched.intersection(oids))
+        if watched is None or not watched.isdisjoint(oids):
+            if self.last_tid is None or tid > self.last_tid:
+                self.last_tid = tid
+            self._fire(None if watched is None
+                       else watched.intersection(oids))
 
     def _invalidated_all(self):
         if not getattr(quiet, 'active', False):
@@ -117,6 +120,25 @@ class InvalidationWatcher:
             self.callback(oids)
         except Exception:  # never break a commit of somebody else
             log.exception('invalidation callback failed')
+
+    def await_last_commit(self, timeout=1.0):
+        """Wait until the database's storage has caught up with the latest
+        commit that woke us, so that a new transaction sees it.
+
+        A ZEO client tells about a commit of another process (invalidates)
+        just *before* it moves its own "last transaction" on: a transaction
+        begun in that moment would not see the commit yet.
+        """
+        tid = self.last_tid
+        if tid is None:
+            return True
+        storage = self.db.storage
+        deadline = time.monotonic() + timeout
+        while storage.lastTransaction() < tid:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.0002)
+        return True
 
     def _pull(self):
         while not self._stopped.wait(self.pull_interval):

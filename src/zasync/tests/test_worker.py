@@ -75,6 +75,26 @@ class WorkerTestCase(unittest.TestCase):
                        job, status, job.status))
 
 
+class WakeUpTests(WorkerTestCase):
+
+    def test_commits_of_other_processes_wake_the_worker(self):
+        # With an hour between polls, only wake-ups can start these jobs,
+        # and a lost one times out.  (A ZEO client learns of a commit just
+        # before a new transaction can see it; the dispatcher waits for
+        # that before claiming.  It did not, and lost about 1 in 100.)
+        worker = self.worker(options=[
+            '--poll-interval', '3600', '--ping-interval', '1',
+            '--death-interval', '600']).start()
+        wait_for_worker(self.conn, worker)
+        for i in range(200):
+            job = self.put(jobs.add, i, 1)
+            wait_until(self.conn,
+                       lambda: job.status == interfaces.COMPLETED, 10,
+                       lambda: 'job %d was not started by a wake-up' % i)
+        self.assertEqual(job.result, 200)
+        worker.stop()
+
+
 class WorkerProcessTests(WorkerTestCase):
 
     def test_sigint_stops_cleanly(self):
