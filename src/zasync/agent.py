@@ -76,7 +76,8 @@ class CompletedCollection(persistent.Persistent):
             key = entry[0]
             while key in self._data:
                 key -= 1
-            job.key = key
+            if job.key != key:   # (rarely: do not store the job again)
+                job.key = key
             self._data[key] = job
         if items:
             self._length.change(len(items))
