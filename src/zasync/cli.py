@@ -7,9 +7,7 @@ exit status) on its parser.  Add new sub-commands to ``COMMANDS``.
 import argparse
 import sys
 
-
-class CommandError(Exception):
-    """An error to show as one line, with a non-zero exit status."""
+from zasync.cli_commands import UsageError
 
 
 def add_demo(subparsers):
@@ -60,7 +58,7 @@ def main(argv=None):
         return 2
     try:
         return func(args) or 0
-    except CommandError as e:
+    except UsageError as e:
         print('zasync %s: error: %s' % (args.command, e), file=sys.stderr)
         return 1
     except KeyboardInterrupt:

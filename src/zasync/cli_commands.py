@@ -5,7 +5,6 @@ Registered in ``zasync.cli.COMMANDS``.  Errors worth one line (a bad URI,
 a missing database, an unknown job id) are ``UsageError``: exit status 1.
 """
 import importlib
-import sys
 
 
 class UsageError(Exception):
@@ -13,14 +12,11 @@ class UsageError(Exception):
     URI, a missing database, an unknown job id, ...)."""
 
 
-def _runner(name, module_name, function_name):
+def _runner(module_name, function_name):
+    # (``zasync.cli.main`` reports a ``UsageError`` as one line.)
     def func(args):
         module = importlib.import_module(module_name)
-        try:
-            return getattr(module, function_name)(args) or 0
-        except UsageError as e:
-            print('zasync %s: error: %s' % (name, e), file=sys.stderr)
-            return 1
+        return getattr(module, function_name)(args) or 0
     return func
 
 
@@ -30,7 +26,7 @@ def add_worker(subparsers):
         'worker', help='run a dispatcher process for a database',
         description=worker.__doc__.split('\n\n')[1].replace('\n', ' '))
     worker.configure_parser(parser)
-    parser.set_defaults(func=_runner('worker', 'zasync.worker', 'run'))
+    parser.set_defaults(func=_runner('zasync.worker', 'run'))
 
 
 def add_inspection(subparsers):
@@ -38,4 +34,4 @@ def add_inspection(subparsers):
     for name, configure, help in inspection.COMMANDS:
         parser = subparsers.add_parser(name, help=help, description=help)
         configure(parser)
-        parser.set_defaults(func=_runner(name, 'zasync.inspection', name))
+        parser.set_defaults(func=_runner('zasync.inspection', name))

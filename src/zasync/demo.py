@@ -67,32 +67,6 @@ FAST_JOBS = 20
 SCHEDULE_AFTER = 3   # seconds
 
 
-class Bar:
-    """A one-line progress bar (on a terminal; silent otherwise)."""
-
-    def __init__(self, stream, width=30):
-        self.stream = stream
-        self.width = width
-        self.live = stream.isatty()
-        self.last = None
-
-    def show(self, done, total, note=''):
-        if not self.live:
-            return
-        filled = self.width * done // max(total, 1)
-        line = '\r[%s%s] %d/%d jobs %s' % (
-            '#' * filled, '.' * (self.width - filled), done, total, note)
-        if line != self.last:
-            self.stream.write(line.ljust(79))
-            self.stream.flush()
-            self.last = line
-
-    def end(self):
-        if self.live:
-            self.stream.write('\n')
-            self.stream.flush()
-
-
 def run(args):
     import ZODB
     import ZODB.FileStorage
@@ -104,6 +78,7 @@ def run(args):
     from zasync import queue as queue_module
     from zasync.failure import Failure
     from zasync.job import Job, RetryWithBackoff
+    from zasync.progress import Bar
 
     out = sys.stdout
     var = os.path.abspath(args.var)
@@ -187,7 +162,8 @@ def run(args):
             note = '' if progress is None else '(long job %d%%)' % (
                 100 if long_job.status == interfaces.COMPLETED
                 else progress)
-            bar.show(done, len(jobs), note)
+            bar.show(done, len(jobs), '%d/%d jobs %s' % (
+                done, len(jobs), note))
             if done == len(jobs):
                 break
             if time.monotonic() > deadline:
@@ -252,6 +228,6 @@ def _wait(tm, predicate, seconds, message):
         if predicate():
             return
         if time.monotonic() > deadline:
-            from zasync.cli import CommandError
-            raise CommandError(message)
+            from zasync.cli_commands import UsageError
+            raise UsageError(message)
         time.sleep(0.02)

@@ -111,6 +111,27 @@ class AgentThreadPool:
                 alive.append(thread)
         return alive
 
+    def forgetQueuedJobs(self):
+        """Take the claimed jobs that no thread has started yet out of the
+        work queue (their records stay claimed: deactivating the
+        dispatcher puts them back in the queue); keep ``STOP`` and
+        ``CLAIM`` requests.  Return how many jobs were taken out."""
+        kept = []
+        forgotten = 0
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue_module.Empty:
+                break
+            if isinstance(item, tuple):
+                self._done()
+                forgotten += 1
+            else:
+                kept.append(item)
+        for item in kept:
+            self.queue.put(item)
+        return forgotten
+
     # -- work -------------------------------------------------------------
 
     def put(self, item):

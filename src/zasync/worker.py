@@ -26,7 +26,6 @@ import argparse
 import datetime
 import logging
 import os
-import queue as queue_module
 import signal
 import sys
 import time
@@ -45,6 +44,7 @@ from zasync import interfaces
 from zasync import utils
 from zasync.agent import Agent
 from zasync.cli_commands import UsageError
+from zasync.progress import Bar
 
 log = logging.getLogger('zasync.worker')
 
@@ -333,23 +333,9 @@ class WorkerDispatcher(dispatcher_module.Dispatcher):
         (deactivation puts them back in the queue).  Return how many were
         forgotten."""
         self.draining = True
-        forgotten = 0
-        for pools in list(self.queues.values()):
-            for pool in list(pools.values()):
-                kept = []
-                while True:
-                    try:
-                        item = pool.queue.get_nowait()
-                    except queue_module.Empty:
-                        break
-                    if isinstance(item, tuple):
-                        pool._done()
-                        forgotten += 1
-                    else:
-                        kept.append(item)   # STOP / CLAIM requests
-                for item in kept:
-                    pool.queue.put(item)
-        return forgotten
+        return sum(pool.forgetQueuedJobs()
+                   for pools in list(self.queues.values())
+                   for pool in list(pools.values()))
 
     def outstanding(self):
         """How many claimed jobs worker threads have taken and not
@@ -423,6 +409,7 @@ class Worker:
         self.dispatcher = None
         self.stopping = None   # monotonic deadline once stopping
         self.stop_signal = None
+        self.bar = Bar(sys.stderr)   # the grace period, on a terminal
 
     def run(self, install_signal_handlers=True):
         """Run until stopped; return the exit status."""
@@ -449,7 +436,9 @@ class Worker:
             self.reactor.run(installSignalHandlers=False)
         finally:
             for signum, handler in old_handlers.items():
-                signal.signal(signum, handler)
+                # (A handler installed since then stays.)
+                if signal.getsignal(signum) == self._signalled:
+                    signal.signal(signum, handler)
             gsm.unregisterHandler(self.settings,
                                   [interfaces.IDispatcherActivated])
             gsm.unregisterUtility(self.uuid, interfaces.IUUID)
@@ -503,9 +492,14 @@ class Worker:
                         'to the queue as interrupted', running)
             self._finish()
         else:
+            left = self.stopping - time.monotonic()
+            self.bar.show(self.grace - left, self.grace,
+                          '%d job(s) running, %.0f s of grace left'
+                          % (running, left))
             self.reactor.callLater(0.05, self._check_drained)
 
     def _finish(self):
+        self.bar.end()
         if self.reactor.running:
             self.reactor.stop()   # triggers the dispatcher's deactivation
 

@@ -345,3 +345,94 @@ class InspectionTests(unittest.TestCase):
         status, out, err = self.run_cli('status', '--zodb', self.uri)
         self.assertEqual(out, "queue '': 1 pending\n"
                               "no dispatcher has served this queue yet\n")
+
+
+class FakeTTY(io.StringIO):
+
+    def isatty(self):
+        return True
+
+
+class ProgressBarTests(unittest.TestCase):
+
+    def test_only_on_a_terminal(self):
+        from zasync.progress import Bar
+        stream = io.StringIO()
+        bar = Bar(stream)
+        bar.show(1, 2, 'half')
+        bar.end()
+        self.assertEqual(stream.getvalue(), '')
+        stream = FakeTTY()
+        bar = Bar(stream, width=4)
+        bar.show(1, 2, 'half')
+        bar.show(1, 2, 'half')   # unchanged: not drawn again
+        bar.show(7, 2, 'more than done')
+        bar.end()
+        self.assertEqual(stream.getvalue().split('\r'), [
+            '', '[##..] half'.ljust(79),
+            '', '[####] more than done'.ljust(79), '\n'])
+
+
+class GracefulStopTests(unittest.TestCase):
+    """The worker's graceful stop, in-process with the test reactor."""
+
+    def setUp(self):
+        import uuid
+        import zope.component.testing
+        from ZODB.MappingStorage import MappingStorage
+        zope.component.testing.setUp()
+        self.addCleanup(zope.component.testing.tearDown)
+        self.db = ZODB.DB(MappingStorage())
+        self.addCleanup(self.db.close)
+        self.uuid = uuid.uuid1()
+
+    def test_claimed_jobs_that_did_not_start_are_forgotten(self):
+        from zasync import dispatcher as dispatcher_module
+        from zasync.pool import CLAIM
+        from zasync.testing import Reactor
+        from zasync.worker import WorkerDispatcher
+        dispatcher = WorkerDispatcher(self.db, Reactor(), uuid=self.uuid)
+        self.addCleanup(dispatcher_module.pop, self.uuid)
+        from zasync.pool import AgentThreadPool
+        pool = AgentThreadPool(dispatcher, '', 'main')   # no threads
+        dispatcher.queues[''] = {'main': pool}
+        pool.put((1, 'unnamed', {}))
+        pool.put((2, 'unnamed', {}))
+        pool.queue.put(CLAIM)
+        self.assertEqual(pool.outstanding, 2)
+        self.assertEqual(dispatcher.drain(), 2)
+        self.assertTrue(dispatcher.draining)
+        self.assertEqual(pool.outstanding, 0)
+        self.assertEqual(dispatcher.outstanding(), 0)
+        self.assertIs(pool.queue.get_nowait(), CLAIM)   # kept
+        self.assertTrue(pool.queue.empty())
+        # Draining, it claims nothing.
+        self.assertEqual(dispatcher._claim(None, '', 'main', pool), [])
+
+    def test_signal_handlers_are_restored_unless_replaced(self):
+        from zasync.testing import Reactor
+        from zasync.worker import Worker
+
+        def foreign(signum, frame):
+            pass
+
+        test = self
+
+        class RunningReactor(Reactor):
+            def run(self, installSignalHandlers=True):
+                test.assertEqual(signal.getsignal(signal.SIGINT),
+                                 worker._signalled)
+                signal.signal(signal.SIGTERM, foreign)   # someone else
+                self.start()
+                self.stop()
+
+        before = {signum: signal.getsignal(signum)
+                  for signum in (signal.SIGINT, signal.SIGTERM)}
+        for signum, handler in before.items():
+            self.addCleanup(signal.signal, signum, handler)
+        worker = Worker(self.db, self.uuid, reactor=RunningReactor())
+        self.assertEqual(worker.run(), 0)
+        for pool in worker.dispatcher.dead_pools:
+            self.assertEqual(pool.join(5), [])
+        self.assertIs(signal.getsignal(signal.SIGINT), before[signal.SIGINT])
+        self.assertIs(signal.getsignal(signal.SIGTERM), foreign)
