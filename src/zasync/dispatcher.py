@@ -63,6 +63,16 @@ def clear():
     _dispatchers.clear()
 
 
+def _quietly(func, message, tm):
+    """``utils.try_five_times`` for the dispatcher's own commits, which must
+    not wake it (or its worker threads) up again."""
+    wakeup.quiet.active = True
+    try:
+        return utils.try_five_times(func, message, tm)
+    finally:
+        wakeup.quiet.active = False
+
+
 def getId(obj):
     """``(integer oid, database name)`` of a persistent object."""
     return (ZODB.utils.u64(obj._p_oid), obj._p_jar.db().database_name)
@@ -383,13 +393,9 @@ class Dispatcher:
         poll_info[name] = None
         if not self._activate_in(queue, tm):
             return
-        wakeup.quiet.active = True   # our own ping must not wake us
-        try:
-            result = utils.try_five_times(
-                lambda: queue.dispatchers.ping(self.UUID),
-                'pinging dispatcher %s in queue %r' % (self.UUID, name), tm)
-        finally:
-            wakeup.quiet.active = False
+        result = _quietly(
+            lambda: queue.dispatchers.ping(self.UUID),
+            'pinging dispatcher %s in queue %r' % (self.UUID, name), tm)
         if isinstance(result, Failure):
             return
         agents_info = poll_info[name] = {}
@@ -468,13 +474,9 @@ class Dispatcher:
             da.activate()
             return True
 
-        wakeup.quiet.active = True
-        try:
-            result = utils.try_five_times(
-                activate, 'activating dispatcher %s in queue %r'
-                % (self.UUID, queue.name), tm)
-        finally:
-            wakeup.quiet.active = False
+        result = _quietly(
+            activate, 'activating dispatcher %s in queue %r'
+            % (self.UUID, queue.name), tm)
         if result is True:
             self._activated_queues.add(oid)
             return True
@@ -537,13 +539,9 @@ class Dispatcher:
                     room -= 1
                 return agent
 
-            wakeup.quiet.active = True
-            try:
-                result = utils.try_five_times(
-                    claim, 'claiming jobs for agent %r of queue %r'
-                    % (agent_name, queue_name), tm)
-            finally:
-                wakeup.quiet.active = False
+            result = _quietly(
+                claim, 'claiming jobs for agent %r of queue %r'
+                % (agent_name, queue_name), tm)
             if isinstance(result, Failure):
                 self._stash_claim_failure(conn, queue_name, agent_name,
                                           result)
@@ -588,13 +586,11 @@ class Dispatcher:
                 return 0
             return completed.archive()
 
-        wakeup.quiet.active = True
         try:
-            moved = utils.try_five_times(
+            moved = _quietly(
                 archive, 'archiving completed jobs of agent %r of queue %r'
                 % (agent_name, queue_name), tm)
         finally:
-            wakeup.quiet.active = False
             tm.abort()
         return 0 if isinstance(moved, Failure) else moved
 

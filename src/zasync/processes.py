@@ -19,6 +19,7 @@ from zasync import interfaces
 from zasync.servers import PostgreSQLLayer
 from zasync.servers import ZEOLayer
 from zasync.servers import subprocess_env
+from zasync.servers import wait_or_kill
 from zasync.utils import ClientDisconnected
 
 #: real seconds between two checks of ``wait_until``
@@ -135,11 +136,7 @@ class WorkerProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)   # if stopped
             self.process.terminate()
-            try:
-                self.process.wait(seconds)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(seconds)
+            wait_or_kill(self.process, seconds)
         return self.process.returncode
 
     def __repr__(self):

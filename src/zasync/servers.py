@@ -28,6 +28,16 @@ def subprocess_env(**extra):
     return env
 
 
+def wait_or_kill(process, timeout):
+    """Wait for ``process`` to end; SIGKILL it if it does not in
+    ``timeout`` seconds."""
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
+
+
 def free_port():
     """A TCP port on the loopback interface that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -89,11 +99,7 @@ class ZEOServer:
             return
         if self.process.poll() is None:
             self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
+            wait_or_kill(self.process, timeout)
         self.process = None
 
     def db(self, **kw):
@@ -208,11 +214,7 @@ class PostgreSQLServer:
                 os.path.join(self.bindir, 'pg_ctl'), 'stop', '-D', self.data,
                 '-m', 'fast', '-w', '-t', str(timeout)]),
                 capture_output=True)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
+            wait_or_kill(self.process, timeout)
         self.process = None
 
     def cleanup(self):

@@ -41,7 +41,6 @@ import zope.processlifetime
 from zasync import dispatcher as dispatcher_module
 from zasync import instanceuuid
 from zasync import interfaces
-from zasync import utils
 from zasync.agent import Agent
 from zasync.cli_commands import UsageError
 from zasync.progress import Bar
