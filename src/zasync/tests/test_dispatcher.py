@@ -8,7 +8,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 import unittest
 import uuid
 
@@ -410,13 +409,8 @@ class TestFastPath(Base):
         self.tm.commit()
         polls = len(dispatcher.polls)
         testing.get_poll(dispatcher)     # this poll claims the first job
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            self.tm.begin()
-            if all(j.status == interfaces.COMPLETED for j in jobs):
-                break
-            time.sleep(0.01)
-        self.assertEqual([j.result for j in jobs], [1, 2, 3])
+        self.assertEqual([testing.wait_for_result(j, 10) for j in jobs],
+                         [1, 2, 3])
         self.assertEqual(len(dispatcher.polls), polls + 1)
         self.assertEqual(
             sum(len(info['new jobs']) for poll in dispatcher.polls
