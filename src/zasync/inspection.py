@@ -96,6 +96,16 @@ COMMANDS = [
 # Opening
 
 
+def _quiet_libraries():
+    """Without a logging configuration, Python prints the warnings of
+    the storage libraries on stderr (RelStorage logs a failed connection
+    before raising it): the commands report errors as one line instead."""
+    import logging
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())
+
+
 class Database:
     """The database of the command line, opened for reading."""
 
@@ -104,6 +114,7 @@ class Database:
         if args.zope_conf:
             self.db = worker.open_zope_conf(args.zope_conf)
         else:
+            _quiet_libraries()
             uri = args.zodb or 'file://' + os.path.abspath(DEFAULT_DB)
             self.db = worker.open_uri(uri, read_only=True, must_exist=True,
                                       connect_timeout=args.timeout)

@@ -324,6 +324,15 @@ class InspectionTests(unittest.TestCase):
         self.assertEqual(status, 1)
         self.assertIn('unknown state lost', err)
 
+    def test_library_log_records_do_not_add_lines(self):
+        # RelStorage logs its connection failure before raising it.
+        status, out, err = zasync(
+            'jobs', '--zodb', 'postgres://nobody@127.0.0.1:1/none')
+        self.assertEqual(status, 1)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertTrue(err.startswith(
+            'zasync jobs: error: cannot open postgres://'), err)
+
     def test_pending_job(self):
         job_id = self.make_database()
         status, out, err = self.run_cli('jobs', '--zodb', self.uri)
