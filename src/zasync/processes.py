@@ -7,6 +7,7 @@ restart it with the same UUID and read its log.  ``wait_until`` polls the
 database through a connection (surviving a ZEO server that goes away and
 comes back) until a condition holds, and fails loudly when its time is up.
 """
+import atexit
 import os
 import signal
 import subprocess
@@ -48,6 +49,9 @@ class WorkerProcess:
         self.process = None
         self.starts = 0
         _all.append(self)
+        # At exit, before the servers they use (registered earlier).
+        atexit.unregister(stop_all)
+        atexit.register(stop_all)
 
     @property
     def uuid(self):
@@ -144,9 +148,11 @@ class WorkerProcess:
 
 
 def stop_all():
-    """Stop every ``WorkerProcess`` still running (tear-downs)."""
+    """Stop every ``WorkerProcess`` still running (tear-downs; and at
+    exit, for a test run that did not tear down)."""
     while _all:
         _all.pop().stop()
+
 
 
 # --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ cleaned up by its layer.  ``subprocess_env()`` gives child processes
 (servers, workers) the same import path as the test process -- under
 buildout the eggs are not in the interpreter's site-packages.
 """
+import atexit
 import glob
 import os
 import shutil
@@ -233,8 +234,12 @@ def _server_layer(name, server_class, doc):
 
     def setUp(cls):
         cls.server = server_class().start()
+        # A test run that ends without tearing its layers down (an
+        # interrupt, a crash in another layer) still stops the server.
+        atexit.register(cls.server.cleanup)
 
     def tearDown(cls):
+        atexit.unregister(cls.server.cleanup)
         cls.server.cleanup()
         cls.server = None
 
