@@ -27,13 +27,15 @@ import threading
 import time
 import uuid
 
-import persistent
 import transaction
 import ZODB
 import ZODB.FileStorage
 import zope.component
 
 from zasync import interfaces
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from commit_rate import commit_rate  # noqa: E402 (beside this file)
 
 _started = {}
 _event = threading.Event()
@@ -53,10 +55,6 @@ def mark(i):
     return i
 
 
-class Counter(persistent.Persistent):
-    value = 0
-
-
 def open_db(kind, directory, name):
     if kind == 'file':
         storage = ZODB.FileStorage.FileStorage(
@@ -68,18 +66,10 @@ def open_db(kind, directory, name):
 
 def ceiling(kind, directory, count=3000):
     db = open_db(kind, directory, 'ceiling')
-    tm = transaction.TransactionManager()
-    conn = db.open(transaction_manager=tm)
-    counter = conn.root()['counter'] = Counter()
-    tm.commit()
-    start = time.perf_counter()
-    for i in range(count):
-        counter.value = i
-        tm.commit()
-    elapsed = time.perf_counter() - start
-    conn.close()
-    db.close()
-    return count / elapsed
+    try:
+        return commit_rate(db, count)
+    finally:
+        db.close()
 
 
 class Setup:
@@ -201,7 +191,6 @@ def main(argv=None):
                              'worker processes)')
     args = parser.parse_args(argv)
     if args.storage in ('zeo', 'relstorage'):
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import bench_scaleout   # worker processes: see its docstring
         bench_scaleout.run(args)
         return

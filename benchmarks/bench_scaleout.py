@@ -23,10 +23,9 @@ import operator
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
-
-import persistent
 
 from zasync import interfaces
 from zasync.processes import WorkerProcess
@@ -35,11 +34,10 @@ from zasync.processes import stop_all
 from zasync.processes import wait_for_worker
 from zasync.processes import wait_until
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from commit_rate import commit_rate  # noqa: E402 (beside this file)
+
 OPTIONS = ['--poll-interval', '1', '--log-level', 'WARNING']
-
-
-class Counter(persistent.Persistent):
-    value = 0
 
 
 def start_server(kind, directory):
@@ -58,19 +56,7 @@ def server_uri(server):
 
 
 def ceiling(db, count=2000):
-    conn = new_connection(db)
-    tm = conn.transaction_manager
-    counter = conn.root()['bench.counter'] = Counter()
-    tm.commit()
-    start = time.perf_counter()
-    for i in range(count):
-        counter.value = i
-        tm.commit()
-    elapsed = time.perf_counter() - start
-    del conn.root()['bench.counter']
-    tm.commit()
-    conn.close()
-    return count / elapsed
+    return commit_rate(db, count)
 
 
 def peak_memory(pid):
