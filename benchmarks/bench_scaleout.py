@@ -7,7 +7,8 @@
 (``bench.py`` hands ``--storage zeo|relstorage`` over to this module.)
 With these storages ``--workers`` is the number of ``zasync worker``
 processes, each with one agent of ``--threads`` threads.  A throw-away
-server is started on 127.0.0.1 (``zasync.servers``: ZEO, or PostgreSQL for
+server is started on 127.0.0.1 (``zasync.testing.servers``: ZEO, or PostgreSQL
+for
 RelStorage with psycopg2).  One run prints:
 
 - the storage's raw commit rate for tiny transactions from one client
@@ -28,11 +29,11 @@ import tempfile
 import time
 
 from zasync import interfaces
-from zasync.processes import WorkerProcess
-from zasync.processes import new_connection
-from zasync.processes import stop_all
-from zasync.processes import wait_for_worker
-from zasync.processes import wait_until
+from zasync.testing.processes import WorkerProcess
+from zasync.testing.processes import new_connection
+from zasync.testing.processes import stop_all
+from zasync.testing.processes import wait_for_worker
+from zasync.testing.processes import wait_until
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from commit_rate import commit_rate  # noqa: E402 (beside this file)
@@ -41,7 +42,7 @@ OPTIONS = ['--poll-interval', '1', '--log-level', 'WARNING']
 
 
 def start_server(kind, directory):
-    from zasync import servers
+    from zasync.testing import servers
     if kind == 'zeo':
         os.makedirs(os.path.join(directory, 'zeo'))
         return servers.ZEOServer(os.path.join(directory, 'zeo')).start()

@@ -12,6 +12,9 @@ import ZODB.interfaces
 from zasync import interfaces
 from zasync import utils
 
+__all__ = ['connectionDefaultQueue', 'connectionTransactionManager',
+           'transactionManager']
+
 
 @zope.component.adapter(persistent.interfaces.IPersistent)
 @zope.interface.implementer(transaction.interfaces.ITransactionManager)

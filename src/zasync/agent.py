@@ -16,6 +16,8 @@ from zasync import interfaces
 from zasync import utils
 from zasync._resolving import ResolvingMap
 
+__all__ = ['addMainAgentActivationHandler', 'Agent', 'CompletedCollection']
+
 
 # --------------------------------------------------------------------------
 # Completed jobs
@@ -66,6 +68,11 @@ class CompletedCollection(persistent.Persistent):
         self._inbox.add((key, random.getrandbits(62)), job)
         if len(self._inbox) >= self.inbox_limit:
             self.archive(now)
+
+    @property
+    def waiting(self):
+        """How many completed jobs wait in the inbox to be archived."""
+        return len(self._inbox)
 
     def archive(self, now=None):
         """Move the inbox into the BTree and drop old jobs; return how many

@@ -28,6 +28,8 @@ from zope.component.hooks import setSite
 from zasync import interfaces
 from zasync.runner import RunnerParticipation
 
+__all__ = ['BackgroundWorkerThread']
+
 log = logging.getLogger('zasync.background')
 
 

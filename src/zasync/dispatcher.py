@@ -20,14 +20,18 @@ import threading
 
 import persistent
 import transaction
-import zope.component
 import ZODB.utils
 
+from zasync import instanceuuid
 from zasync import interfaces
 from zasync import utils
 from zasync import wakeup
 from zasync.failure import Failure
 from zasync.pool import AgentThreadPool
+
+__all__ = ['clear', 'Dispatcher', 'get', 'getId', 'JobInfos', 'PollInfo',
+           'Polls', 'pop', 'registered', 'release_reactor', 'RUNNING',
+           'STARTING', 'STOPPED', 'STUCK']
 
 # --------------------------------------------------------------------------
 # The registry of dispatchers in this process, by UUID
@@ -35,32 +39,29 @@ from zasync.pool import AgentThreadPool
 _dispatchers = {}
 
 
-def _default_uuid():
-    uuid = zope.component.queryUtility(interfaces.IUUID)
-    if uuid is None:
-        from zasync import instanceuuid
-        uuid = instanceuuid.getUUID()
-    return uuid
-
-
 def get(uuid=None, default=None):
     """The dispatcher for ``uuid`` (default: this instance's), or
     ``default``."""
     if uuid is None:
-        uuid = _default_uuid()
+        uuid = instanceuuid.current()
     return _dispatchers.get(uuid, default)
 
 
 def pop(uuid=None):
     """Remove and return the dispatcher for ``uuid`` (KeyError if none)."""
     if uuid is None:
-        uuid = _default_uuid()
+        uuid = instanceuuid.current()
     return _dispatchers.pop(uuid)
 
 
 def clear():
     """Forget every registered dispatcher."""
     _dispatchers.clear()
+
+
+def registered():
+    """The dispatchers registered in this process."""
+    return list(_dispatchers.values())
 
 
 def _quietly(func, message, tm):
@@ -76,6 +77,24 @@ def _quietly(func, message, tm):
 def getId(obj):
     """``(integer oid, database name)`` of a persistent object."""
     return (ZODB.utils.u64(obj._p_oid), obj._p_jar.db().database_name)
+
+
+def release_reactor(reactor):
+    """Close the descriptors a stopped Twisted reactor keeps (its waker);
+    nothing for other reactors."""
+    waker = getattr(reactor, 'waker', None)
+    if waker is None:
+        return
+    try:
+        reactor.removeReader(waker)
+    except Exception:
+        pass
+    try:
+        waker.connectionLost(None)
+    except Exception:
+        utils.events_log.debug('closing the reactor waker failed',
+                               exc_info=True)
+    reactor.waker = None
 
 
 # --------------------------------------------------------------------------
@@ -186,7 +205,7 @@ class Dispatcher:
     def __init__(self, db, reactor=None, poll_interval=5, uuid=None,
                  jobs_size=200, polls_size=400):
         if uuid is None:
-            uuid = _default_uuid()
+            uuid = instanceuuid.current()
         if uuid in _dispatchers:
             raise ValueError('dispatcher for this UUID is already registered')
         _dispatchers[uuid] = self
@@ -199,6 +218,7 @@ class Dispatcher:
         self.activated = False
         self.conn = None
         self.thread = None   # set by installers running a reactor thread
+        self.signal_handlers = None   # a utils.SignalHandlers, if any
         self.queues = {}     # queue name -> {agent name: AgentThreadPool}
         self.dead_pools = []
         self.poll_condition = threading.Condition()
@@ -251,11 +271,11 @@ class Dispatcher:
             self.conn = self.db.open(
                 transaction_manager=transaction.TransactionManager())
         self._shutdown_trigger = self.reactor.addSystemEventTrigger(
-            'before', 'shutdown', self._shutdown)
+            'before', 'shutdown', self._before_reactor_shutdown)
         self.watcher.start()
         self.reactor.callWhenRunning(self._poll_and_schedule)
 
-    def _shutdown(self):
+    def _before_reactor_shutdown(self):
         self._shutdown_trigger = None   # firing now: nothing to remove
         if self.activated:
             self.deactivate()
@@ -323,6 +343,48 @@ class Dispatcher:
         for pool in self.dead_pools:
             alive.extend(pool.join(timeout))
         return alive
+
+    def shutdown(self, timeout=10):
+        """Stop this dispatcher for good; return a list of problems (empty
+        when everything stopped).
+
+        Stops the reactor running in ``self.thread`` (its shutdown
+        deactivates the dispatcher: its jobs go back to the queues) and
+        waits for that thread; deactivates the dispatcher if it still is
+        activated; waits ``timeout`` seconds for its worker threads; puts
+        back the signal handlers installed for it; closes the descriptors
+        a stopped Twisted reactor keeps; and unregisters it.  A reactor
+        running without ``self.thread`` must be stopped before.
+        """
+        problems = []
+        reactor = self.reactor
+        thread = self.thread
+        if (thread is not None and thread.is_alive()
+                and thread is not threading.current_thread()):
+            try:
+                reactor.callFromThread(reactor.stop)
+            except Exception:   # stopped meanwhile
+                utils.events_log.debug('stopping the reactor failed',
+                                       exc_info=True)
+            thread.join(timeout)
+        if thread is not None and thread.is_alive():
+            problems.append('Dispatcher (%s, %s) failed to stop.'
+                            % (thread.name, self.UUID))
+        else:
+            if self.activated:
+                self.deactivate()
+            for pool in self.dead_pools:
+                for alive in pool.join(timeout):
+                    job_id = pool.jobids.get(str(alive.ident))
+                    info = self.jobs.get(job_id) if job_id else None
+                    problems.append('Job in pool %r failed to stop: %s' % (
+                        pool.name, info['call'] if info else alive.name))
+            release_reactor(reactor)
+        if self.signal_handlers is not None and self.signal_handlers.restore():
+            self.signal_handlers = None
+        if _dispatchers.get(self.UUID) is self:
+            del _dispatchers[self.UUID]
+        return problems
 
     # -- polling -----------------------------------------------------------
 
@@ -424,7 +486,7 @@ class Dispatcher:
                 pool.setSize(size)
             elif size < pool.size:
                 self._change_pool_size(pool.setSize(size))
-            claimed = self._claim(conn, name, agent_name, pool)
+            claimed = self.claimJobs(conn, name, agent_name, pool)
             if isinstance(claimed, Failure):
                 info['error'] = claimed
             else:
@@ -511,7 +573,7 @@ class Dispatcher:
 
     # -- claiming ----------------------------------------------------------
 
-    def _claim(self, conn, queue_name, agent_name, pool):
+    def claimJobs(self, conn, queue_name, agent_name, pool):
         """Claim, in one transaction of ``conn``, as many jobs as the agent
         has room for.  Return the work items, or a ``Failure``."""
         tm = conn.transaction_manager
@@ -534,7 +596,7 @@ class Dispatcher:
                         break
                     # Started in the claim's transaction: one commit less
                     # per job (a worker thread is waiting for it).
-                    job._start()
+                    job.start()
                     claimed.append(job)
                     room -= 1
                 return agent
@@ -582,7 +644,7 @@ class Dispatcher:
         def archive():
             queue = conn.root()[interfaces.KEY][queue_name]
             completed = queue.dispatchers[self.UUID][agent_name].completed
-            if len(completed._inbox) < minimum:
+            if completed.waiting < minimum:
                 return 0
             return completed.archive()
 

@@ -17,6 +17,8 @@ import zope.interface
 
 from zasync import interfaces
 
+__all__ = ['Failure', 'Frame', 'isFailure', 'MAX_REPR']
+
 MAX_REPR = 200
 _counter = itertools.count(1)
 
@@ -104,10 +106,12 @@ class Failure:
             if exc_value is None:
                 raise ValueError('no exception to record: pass one, or '
                                  'create the Failure in an except clause')
-        if isinstance(exc_value, type) and issubclass(exc_value, BaseException):
+        if (isinstance(exc_value, type)
+                and issubclass(exc_value, BaseException)):
             exc_value = exc_value()
         if not isinstance(exc_value, BaseException):
-            raise TypeError('Failure needs an exception, not %r' % (exc_value,))
+            raise TypeError('Failure needs an exception, not %r'
+                            % (exc_value,))
         if isinstance(exc_value, Failure):  # pragma: no cover - defensive
             raise TypeError('cannot wrap a Failure in a Failure')
         exc_type = exc_type or type(exc_value)
@@ -124,7 +128,8 @@ class Failure:
             self.frames.append(Frame(
                 code.co_filename, lineno, code.co_name,
                 linecache.getline(code.co_filename, lineno).strip(),
-                [(k, _safe_repr(v)) for k, v in sorted(frame.f_locals.items())],
+                [(k, _safe_repr(v))
+                 for k, v in sorted(frame.f_locals.items())],
                 [(k, _safe_repr(v)) for k, v in sorted(frame.f_globals.items())
                  if not k.startswith('__')],
             ))
@@ -235,4 +240,3 @@ def _safe_str(exc):
 
 def isFailure(value):
     return isinstance(value, Failure)
-

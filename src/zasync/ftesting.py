@@ -26,6 +26,8 @@ from zasync import manager
 from zasync import subscribers
 from zasync import testing
 
+__all__ = ['setUp', 'tearDown']
+
 _state = {}
 
 
@@ -80,7 +82,7 @@ def setUp(connection=None, db=None,
         handler = logging.StreamHandler(log_file)
         handler.setLevel(log_level)
         logging.getLogger('zasync').addHandler(handler)
-        dispatcher._debug_handler = handler
+        _state['log_handler'] = handler
     return dispatcher
 
 
@@ -89,20 +91,12 @@ def tearDown(timeout=10):
     something did not stop."""
     dispatcher = _state.pop('dispatcher', None)
     agent_installer = _state.pop('agent_installer', None)
+    handler = _state.pop('log_handler', None)
     _state.clear()
+    if handler is not None:
+        logging.getLogger('zasync').removeHandler(handler)
     if agent_installer is not None:
         zope.component.getGlobalSiteManager().unregisterHandler(
             agent_installer, (interfaces.IDispatcherActivated,))
-    if dispatcher is None:
-        return
-    handler = getattr(dispatcher, '_debug_handler', None)
-    if handler is not None:
-        logging.getLogger('zasync').removeHandler(handler)
-        del dispatcher._debug_handler
-    try:
+    if dispatcher is not None:
         testing.tear_down_dispatcher(dispatcher, timeout)
-    finally:
-        subscribers.restore_signal_handlers(dispatcher)
-        thread = dispatcher.thread
-        if thread is None or not thread.is_alive():
-            subscribers._release_reactor(dispatcher.reactor)

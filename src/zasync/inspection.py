@@ -1,20 +1,15 @@
-"""``zasync status``, ``jobs``, ``job ID`` and ``stats``: look into a
-database's queues from the command line.
+"""Read-only queries of a database's queues, returning plain data (dicts,
+lists, strings, numbers) that ``zasync status``, ``jobs``, ``job ID`` and
+``stats`` (``zasync.cli.inspect``) and the web pages format.
 
-Each command opens the database (``--zodb URI`` or ``--zope-conf FILE``;
-default: the demo's ``var/Data.fs``), reads, and prints a table -- or JSON
-with ``--json``.  It never writes: a FileStorage is opened read-only (no
-lock, so a running worker may hold it), and every transaction is aborted.
-
-What is found where: pending jobs in the queues, claimed and running ones
-in the agents of the dispatcher records, recently completed ones in the
-agents' ``completed`` collections, interrupted ones under the wrapper job
-that will deal with them, and every job of a ``JobManager``'s container.
+Nothing here writes or commits.  What is found where: pending jobs in the
+queues, claimed and running ones in the agents of the dispatcher records,
+recently completed ones in the agents' ``completed`` collections,
+interrupted ones under the wrapper job that will deal with them, and every
+job of a ``JobManager``'s container.
 """
 import datetime
 import fnmatch
-import json
-import os
 import statistics
 import types
 
@@ -23,10 +18,12 @@ import ZODB.utils
 
 from zasync import interfaces
 from zasync import utils
-from zasync.cli_commands import UsageError
 from zasync.failure import Failure
 
-DEFAULT_DB = os.path.join('var', 'Data.fs')
+__all__ = ['OUTCOMES', 'STATE_NAMES', 'STATUS_LABELS', 'Found',
+           'call_text', 'callable_name', 'dispatcher_state', 'find_jobs',
+           'job_details', 'job_id', 'load_job', 'matches', 'outcome',
+           'parse_states', 'stats_info', 'status_info', 'when']
 
 STATE_NAMES = {
     'new': interfaces.NEW, 'pending': interfaces.PENDING,
@@ -35,116 +32,6 @@ STATE_NAMES = {
 }
 #: states a job's *outcome* adds to its status
 OUTCOMES = ('succeeded', 'failed')
-
-
-# --------------------------------------------------------------------------
-# Options
-
-
-def _database_options(parser):
-    from zasync.worker import add_database_arguments
-    add_database_arguments(parser)
-    parser.add_argument('--json', action='store_true',
-                        help='print JSON instead of a table')
-    parser.add_argument('--timeout', type=float, default=10,
-                        help='seconds to wait for a ZEO server (default 10)')
-
-
-def configure_status(parser):
-    _database_options(parser)
-
-
-def configure_jobs(parser):
-    _database_options(parser)
-    parser.add_argument(
-        '--state', metavar='S',
-        help='only jobs in these states (comma-separated): %s, or the '
-             'outcomes %s' % (', '.join(STATE_NAMES), ', '.join(OUTCOMES)))
-    parser.add_argument(
-        '--callable', metavar='GLOB',
-        help='only jobs whose callable\'s dotted name matches GLOB, e.g. '
-             '"myapp.reports.*" or "*send_mail"')
-    parser.add_argument('--limit', type=int, default=100,
-                        help='show at most this many jobs (default 100; 0: '
-                             'all)')
-
-
-def configure_job(parser):
-    _database_options(parser)
-    parser.add_argument('id', help='the job id (its oid, in decimal; what '
-                                   '"zasync jobs" shows)')
-
-
-def configure_stats(parser):
-    _database_options(parser)
-
-
-COMMANDS = [
-    ('status', configure_status,
-     'dispatchers (alive, dead, stopped), their agents and last pings, and '
-     'the length of each queue'),
-    ('jobs', configure_jobs,
-     'list jobs: pending, claimed, running and recently completed'),
-    ('job', configure_job,
-     'show one job: call, status, times, retries, result or traceback'),
-    ('stats', configure_stats,
-     'job counts by state, outcomes, durations and recent throughput'),
-]
-
-
-# --------------------------------------------------------------------------
-# Opening
-
-
-def _quiet_libraries():
-    """Without a logging configuration, Python prints the warnings of
-    the storage libraries on stderr (RelStorage logs a failed connection
-    before raising it): the commands report errors as one line instead."""
-    import logging
-    root = logging.getLogger()
-    if not root.handlers:
-        root.addHandler(logging.NullHandler())
-
-
-class Database:
-    """The database of the command line, opened for reading."""
-
-    def __init__(self, args):
-        from zasync import worker
-        if args.zope_conf:
-            self.db = worker.open_zope_conf(args.zope_conf)
-        else:
-            _quiet_libraries()
-            uri = args.zodb or 'file://' + os.path.abspath(DEFAULT_DB)
-            self.db = worker.open_uri(uri, read_only=True, must_exist=True,
-                                      connect_timeout=args.timeout)
-        try:
-            self.conn = self.db.open()
-            self.tm = self.conn.transaction_manager
-            self.tm.begin()
-            self.root = self.conn.root()
-        except Exception as e:
-            self.db.close()
-            raise UsageError('cannot read the database: %s'
-                             % worker._one_line(e))
-
-    def queues(self):
-        queues = self.root.get(interfaces.KEY)
-        if queues is None:
-            raise UsageError('no zasync queues in this database (nothing '
-                             'was ever queued or run here)')
-        return queues
-
-    def close(self):
-        self.tm.abort()
-        self.conn.close()
-        self.db.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # --------------------------------------------------------------------------
@@ -174,7 +61,7 @@ def callable_name(job):
         return '?'
 
 
-def _call_text(job):
+def call_text(job):
     try:
         text = repr(job)
     except Exception:
@@ -185,43 +72,14 @@ def _call_text(job):
     return text
 
 
-def _when(value):
+def when(value):
     if value is None:
         return None
     return value.astimezone(utils.UTC).isoformat(timespec='milliseconds')
 
 
-def _short_time(value):
-    if value is None:
-        return '-'
-    return value.astimezone(utils.UTC).strftime('%Y-%m-%d %H:%M:%S')
-
-
 def _seconds(delta):
     return None if delta is None else delta.total_seconds()
-
-
-def _age(value, now):
-    if value is None:
-        return 'never'
-    seconds = (now - value).total_seconds()
-    if -1 < seconds < 0:
-        seconds = 0.0   # another machine's clock, a little ahead
-    if seconds < 0:
-        return 'in %s' % _duration(-seconds)
-    return '%s ago' % _duration(seconds)
-
-
-def _duration(seconds):
-    if seconds is None:
-        return '-'
-    if seconds < 10:
-        return '%.2f s' % seconds
-    if seconds < 120:
-        return '%.0f s' % seconds
-    if seconds < 7200:
-        return '%.0f min' % (seconds / 60)
-    return '%.1f h' % (seconds / 3600)
 
 
 def outcome(job):
@@ -238,19 +96,12 @@ def _result_summary(job):
             return 'waiting for job %d' % job_id(result)
         return ''
     if isinstance(result, Failure):
-        return 'failed: %s' % _one_line(result.getErrorMessage(),
-                                        result)
+        return 'failed: %s' % utils.one_line(result)
     try:
         text = repr(result)
     except Exception:
         text = '?'
     return text if len(text) <= 40 else text[:37] + '...'
-
-
-def _one_line(message, failure):
-    name = getattr(failure.type, '__name__', None) or str(failure.type)
-    lines = str(message).strip().splitlines()
-    return '%s: %s' % (name, lines[0]) if lines else name
 
 
 class Found:
@@ -276,15 +127,15 @@ class Found:
             'status': STATUS_LABELS.get(job.status, str(job.status)),
             'outcome': outcome(job),
             'callable': callable_name(job),
-            'call': _call_text(job),
+            'call': call_text(job),
             'queue': self.queue,
             'where': self.where,
             'dispatcher': (str(self.dispatcher) if self.dispatcher
                            is not None else None),
             'agent': self.agent,
-            'begin_after': _when(job.begin_after),
-            'started': _when(job.active_start),
-            'ended': _when(job.active_end),
+            'begin_after': when(job.begin_after),
+            'started': when(job.active_start),
+            'ended': when(job.active_end),
             'result': _result_summary(job),
         }
 
@@ -307,7 +158,7 @@ def find_jobs(root):
         found.append(Found(job, *args, **kw))
         # An interrupted job hangs under the wrapper that will handle it.
         try:
-            inner = job._callable_root
+            inner = getattr(job.callable, '__self__', None)
         except Exception:
             inner = None
         if interfaces.IJob.providedBy(inner):
@@ -338,7 +189,9 @@ def find_jobs(root):
     return found
 
 
-def _matches(found, states, glob):
+def matches(found, states, glob):
+    """Whether a ``Found`` job is in ``states`` (None: any) and its
+    callable's dotted name matches ``glob`` (None: any)."""
     job = found.job
     if states:
         status = STATUS_LABELS.get(job.status)
@@ -349,44 +202,22 @@ def _matches(found, states, glob):
     return True
 
 
-def _parse_states(text):
+def parse_states(text):
+    """The set of states and outcomes named in ``text`` (comma-separated);
+    None for no text; ``ValueError`` for an unknown name."""
     if not text:
         return None
     states = {s.strip().lower() for s in text.split(',') if s.strip()}
     unknown = states - set(STATE_NAMES) - set(OUTCOMES)
     if unknown:
-        raise UsageError('unknown state %s (choose from %s)' % (
+        raise ValueError('unknown state %s (choose from %s)' % (
             ', '.join(sorted(unknown)),
             ', '.join(list(STATE_NAMES) + list(OUTCOMES))))
     return states
 
 
 # --------------------------------------------------------------------------
-# Output
-
-
-def table(rows, columns):
-    """Format ``rows`` (dicts) as a text table with ``columns`` (pairs of
-    key and title)."""
-    cells = [[title for key, title in columns]]
-    for row in rows:
-        cells.append(['-' if row.get(key) in (None, '') else str(row[key])
-                      for key, title in columns])
-    widths = [max(len(line[i]) for line in cells)
-              for i in range(len(columns))]
-    lines = []
-    for line in cells:
-        lines.append('  '.join(cell.ljust(width) for cell, width
-                               in zip(line, widths)).rstrip())
-    return '\n'.join(lines)
-
-
-def _print_json(value):
-    print(json.dumps(value, indent=2, sort_keys=True, default=str))
-
-
-# --------------------------------------------------------------------------
-# zasync status
+# Status, one job, statistics
 
 
 def dispatcher_state(da):
@@ -413,8 +244,8 @@ def status_info(root, now):
                                'completed': len(agent.completed)})
             dispatchers.append({
                 'uuid': str(uuid), 'state': dispatcher_state(da),
-                'activated': _when(da.activated),
-                'last_ping': _when(last_ping),
+                'activated': when(da.activated),
+                'last_ping': when(last_ping),
                 'ping_interval': _seconds(da.ping_interval),
                 'death_interval': _seconds(da.ping_death_interval),
                 'agents': agents})
@@ -423,101 +254,23 @@ def status_info(root, now):
     return result
 
 
-def status(args):
-    with Database(args) as database:
-        database.queues()
-        now = utils.now()   # (after the last pings we read)
-        info = status_info(database.root, now)
-    if args.json:
-        _print_json({'time': _when(now), 'queues': info})
-        return 0
-    blocks = []
-    for queue in info:
-        head = 'queue %r: %d pending' % (queue['name'], queue['pending'])
-        if queue['due_later']:
-            head += ' (%d due later)' % queue['due_later']
-        rows = []
-        for da in queue['dispatchers']:
-            last_ping = da['last_ping'] and datetime.datetime.fromisoformat(
-                da['last_ping'])
-            activated = da['activated'] and datetime.datetime.fromisoformat(
-                da['activated'])
-            rows.append({
-                'uuid': da['uuid'], 'state': da['state'],
-                'activated': _short_time(activated) if activated else '-',
-                'ping': _age(last_ping, now),
-                'intervals': '%g/%g s' % (da['ping_interval'],
-                                          da['death_interval']),
-                'agents': ', '.join('%s %d/%d' % (a['name'], len(a['jobs']),
-                                                  a['size'])
-                                    for a in da['agents']) or '-'})
-        if rows:
-            body = table(rows, [
-                ('uuid', 'DISPATCHER'), ('state', 'STATE'),
-                ('activated', 'ACTIVATED (UTC)'), ('ping', 'LAST PING'),
-                ('intervals', 'PING/DEATH'), ('agents', 'AGENTS (JOBS/SIZE)')])
-        else:
-            body = 'no dispatcher has served this queue yet'
-        blocks.append(head + '\n' + body)
-    print('\n\n'.join(blocks) if blocks else 'no queues')
-    return 0
-
-
-# --------------------------------------------------------------------------
-# zasync jobs
-
-
-def jobs(args):
-    states = _parse_states(args.state)
-    with Database(args) as database:
-        database.queues()
-        selected = [found for found in find_jobs(database.root)
-                    if _matches(found, states, args.callable)]
-        total = len(selected)
-        if args.limit:
-            selected = selected[:args.limit]
-        rows = [found.summary() for found in selected]
-        for row, found in zip(rows, selected):
-            row['location'] = found.location
-    if args.json:
-        _print_json(rows)
-        return 0
-    if not rows:
-        print('no jobs')
-        return 0
-    for row in rows:
-        row['started'] = _short_time(
-            row['started'] and datetime.datetime.fromisoformat(
-                row['started']))
-        call = row['call']
-        row['call'] = call if len(call) <= 50 else call[:47] + '...'
-    print(table(rows, [('id', 'ID'), ('status', 'STATUS'),
-                       ('location', 'WHERE'), ('call', 'CALL'),
-                       ('started', 'STARTED (UTC)'), ('result', 'RESULT')]))
-    if total > len(rows):
-        print('(%d more; use --limit)' % (total - len(rows)))
-    return 0
-
-
-# --------------------------------------------------------------------------
-# zasync job ID
-
-
-def _load_job(database, text):
+def load_job(conn, text):
+    """The job whose id (decimal oid) is ``text`` in ``conn``'s database;
+    ``ValueError`` for a bad id, ``LookupError`` when no job has it."""
     try:
         number = int(text)
         if number < 0:
             raise ValueError(text)
         oid = ZODB.utils.p64(number)
     except (ValueError, OverflowError):
-        raise UsageError('job ids are whole numbers, not %r' % (text,))
+        raise ValueError('job ids are whole numbers, not %r' % (text,))
     try:
-        obj = database.conn.get(oid)
+        obj = conn.get(oid)
         obj._p_activate()
     except (ZODB.POSException.POSKeyError, KeyError):
-        raise UsageError('no job with id %s' % (text,))
+        raise LookupError('no job with id %s' % (text,))
     if not interfaces.IJob.providedBy(obj):
-        raise UsageError('object %s is not a job (it is a %s.%s)' % (
+        raise LookupError('object %s is not a job (it is a %s.%s)' % (
             text, type(obj).__module__, type(obj).__qualname__))
     return obj
 
@@ -543,7 +296,7 @@ def job_details(job, root):
         'duration': (_seconds(job.active_end - job.active_start)
                      if job.active_end and job.active_start else None),
         'callbacks': [{'id': job_id(cb) if getattr(cb, '_p_oid', None)
-                       else None, 'call': _call_text(cb),
+                       else None, 'call': call_text(cb),
                        'status': STATUS_LABELS.get(cb.status)}
                       for cb in job.callbacks],
         'annotations': sorted(str(k) for k in job.annotations.keys()),
@@ -559,7 +312,7 @@ def job_details(job, root):
     if isinstance(result, Failure):
         info['traceback'] = result.getTraceback()
         info['result'] = None
-        info['error'] = _one_line(result.getErrorMessage(), result)
+        info['error'] = utils.one_line(result)
     else:
         info['traceback'] = None
         info['error'] = None
@@ -567,54 +320,6 @@ def job_details(job, root):
                           if job.status in (interfaces.CALLBACKS,
                                             interfaces.COMPLETED) else None)
     return info
-
-
-def job(args):
-    with Database(args) as database:
-        info = job_details(_load_job(database, args.id), database.root)
-    if args.json:
-        _print_json(info)
-        return 0
-    lines = []
-
-    def line(title, value):
-        if value not in (None, '', [], {}):
-            lines.append('%-13s %s' % (title + ':', value))
-
-    line('job', info['id'])
-    line('call', info['call'])
-    line('status', info['status'] + (
-        ' (%s)' % info['outcome'] if info['outcome'] else ''))
-    line('queue', repr(info['queue']) if info['queue'] is not None else None)
-    line('where', info['where'] + (
-        ' in agent %r of dispatcher %s' % (info['agent'], info['dispatcher'])
-        if info['agent'] else ''))
-    line('put by', info['assigner'])
-    line('begin after', info['begin_after'])
-    line('begin by', info['begin_by'] and '%g s' % info['begin_by'])
-    line('quotas', ', '.join(info['quota_names']))
-    line('started', info['started'])
-    line('ended', info['ended'])
-    line('duration', _duration(info['duration'])
-         if info['duration'] is not None else None)
-    line('retry policy', info['retry_policy'])
-    for key, value in sorted(info['retry_data'].items()):
-        line('  ' + key, value)
-    line('annotations', ', '.join(info['annotations']))
-    for callback in info['callbacks']:
-        line('callback', '%s %s [%s]' % (callback['id'], callback['call'],
-                                         callback['status']))
-    line('result', info['result'])
-    line('error', info['error'])
-    print('\n'.join(lines))
-    if info['traceback']:
-        print()
-        print(info['traceback'].rstrip())
-    return 0
-
-
-# --------------------------------------------------------------------------
-# zasync stats
 
 
 def _percentile(values, fraction):
@@ -648,7 +353,7 @@ def stats_info(root, now):
     for queue in root[interfaces.KEY].values():
         for da in queue.dispatchers.values():
             dispatchers[dispatcher_state(da)] += 1
-    info = {'time': _when(now), 'jobs': counts, 'queues': per_queue,
+    info = {'time': when(now), 'jobs': counts, 'queues': per_queue,
             'dispatchers': dispatchers}
     info['durations'] = {
         'count': len(durations),
@@ -666,29 +371,3 @@ def stats_info(root, now):
     else:
         info['throughput'] = None
     return info
-
-
-def stats(args):
-    with Database(args) as database:
-        database.queues()
-        now = utils.now()
-        info = stats_info(database.root, now)
-    if args.json:
-        _print_json(info)
-        return 0
-    rows = [{'state': name, 'count': info['jobs'][name]}
-            for name in list(STATE_NAMES) + list(OUTCOMES)]
-    print(table(rows, [('state', 'STATE'), ('count', 'JOBS')]))
-    durations = info['durations']
-    print()
-    print('durations of %d completed job(s): median %s, p90 %s, max %s' % (
-        durations['count'], _duration(durations['median']),
-        _duration(durations['p90']), _duration(durations['max'])))
-    print('completed in the last minute: %d, in the last hour: %d' % (
-        info['completed_last_minute'], info['completed_last_hour']))
-    if info['throughput']:
-        print('throughput while completing them: %.1f jobs/s'
-              % info['throughput'])
-    print('dispatchers: %(alive)d alive, %(dead)d dead, %(stopped)d stopped'
-          % info['dispatchers'])
-    return 0

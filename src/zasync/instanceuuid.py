@@ -9,9 +9,13 @@ import os
 import threading
 import uuid
 
+import zope.component
 import zope.interface
 
 from zasync import interfaces
+
+__all__ = ['EXPLANATION', 'FILE_NAME', 'current', 'file_name', 'getUUID',
+           'key', 'read_file', 'reset']
 
 key = 'ZASYNC_UUID'
 FILE_NAME = 'uuid.txt'
@@ -46,28 +50,38 @@ def _parse(text):
         return None
 
 
-def _compute():
-    value = os.environ.get(key, '').strip()
-    if value:
-        parsed = _parse(value)
-        if parsed is not None:
-            return parsed
-    path = file_name()
+def read_file(path, create=True):
+    """The UUID on the first line of the file ``path``.
+
+    A missing file is created with a new UUID (and an explanation) unless
+    ``create`` is false (then ``FileNotFoundError``); a file that does not
+    start with a UUID raises ``ValueError`` naming it.
+    """
+    path = os.path.abspath(path)
     if os.path.exists(path):
         with open(path) as f:
             first = f.readline()
         parsed = _parse(first)
         if parsed is None:
             raise ValueError('%s does not start with a UUID: %r'
-                             % (path, first))
+                             % (path, first.strip()))
         return parsed
+    if not create:
+        raise FileNotFoundError('no UUID file %s' % (path,))
     new = uuid.uuid1()
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as f:
         f.write(str(new) + '\n' + EXPLANATION)
     return new
+
+
+def _compute():
+    value = os.environ.get(key, '').strip()
+    if value:
+        parsed = _parse(value)
+        if parsed is not None:
+            return parsed
+    return read_file(file_name())
 
 
 def getUUID():
@@ -78,6 +92,13 @@ def getUUID():
             if _value is None:
                 _value = _compute()
     return _value
+
+
+def current():
+    """The UUID of this instance: the ``IUUID`` utility where one is
+    registered (a worker, a test), else ``getUUID()``."""
+    registered = zope.component.queryUtility(interfaces.IUUID)
+    return registered if registered is not None else getUUID()
 
 
 def reset():

@@ -8,8 +8,23 @@ import zope.interface.common.mapping
 import zope.interface.common.sequence
 from zope.interface.interfaces import IObjectEvent
 from zope.interface.interfaces import ObjectEvent
-from zope.processlifetime import DatabaseOpened  # noqa: F401 (re-exported)
-from zope.processlifetime import IDatabaseOpened as IDatabaseOpenedEvent
+
+__all__ = [  # noqa: F822 (two names come from __getattr__)
+           'AbortedError', 'ACTIVE', 'ASSIGNED', 'BadStatusError', 'CALLBACKS',
+           'COMPLETED', 'DatabaseOpened', 'DispatcherActivated',
+           'DispatcherDeactivated', 'DispatcherReactivated',
+           'DispatcherRegistered', 'DispatcherUnregistered', 'FullError',
+           'IAbstractJob', 'IAgent', 'IBackgroundWorkerThread',
+           'ICallbackProxy', 'IClock', 'ICompletedCollection', 'IConfigValue',
+           'IDatabaseOpenedEvent', 'IDispatcherActivated', 'IDispatcherAgents',
+           'IDispatcherDeactivated', 'IDispatcherReactivated',
+           'IDispatcherRegistered', 'IDispatchers', 'IDispatcherUnregistered',
+           'IFailure', 'IFilterAgent', 'IJob', 'IJobContainer', 'IJobManager',
+           'IMainLoop', 'IObjectAdded', 'IProgressable', 'IProgressableJob',
+           'IQueue', 'IQueues', 'IQuota', 'IQuotas', 'IReactor',
+           'IRetryPolicy', 'IUUID', 'JOBS_KEY', 'KEY', 'NEW', 'ObjectAdded',
+           'PENDING', 'ReassignedError', 'Status', 'status_title', 'STATUSES',
+           'TimeoutError', 'UnpicklableCallableError']
 
 # --------------------------------------------------------------------------
 # Keys and statuses
@@ -298,6 +313,14 @@ class IJob(IAbstractJob):
     def resumeCallbacks():
         """Run the callbacks that have not run (status CALLBACKS)."""
 
+    def start():
+        """Make the job ACTIVE without committing (zasync: a dispatcher
+        does this in the transaction that claims the job)."""
+
+    def runStarted():
+        """Run a job made ACTIVE by ``start`` (and committed since); return
+        its result (zasync)."""
+
     def handleInterrupt():
         """Deal with an interruption: retry per policy or abort."""
 
@@ -542,3 +565,24 @@ class IBackgroundWorkerThread(zope.interface.Interface):
     def doCleanup():
         """Clean up after ``doWork`` (also after an error), in its own
         transaction, with the site still set."""
+
+
+IProgressable = IProgressableJob
+"""waeup.kofa's name for ``IProgressableJob``."""
+
+
+# --------------------------------------------------------------------------
+# Database events (zope.processlifetime, part of the ``zope`` extra)
+
+_PROCESSLIFETIME = {'IDatabaseOpenedEvent': 'IDatabaseOpened',
+                    'DatabaseOpened': 'DatabaseOpened'}
+
+
+def __getattr__(name):
+    # ``IDatabaseOpenedEvent`` and ``DatabaseOpened`` are
+    # zope.processlifetime's, imported when first asked for: a plain ZODB
+    # program (the core install) never needs them.
+    if name in _PROCESSLIFETIME:
+        import zope.processlifetime
+        return getattr(zope.processlifetime, _PROCESSLIFETIME[name])
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))

@@ -24,8 +24,6 @@ from ZODB._compat import _protocol
 from zasync import interfaces
 from zasync import local as zlocal
 from zasync import utils
-from zasync._serialparallel import parallel  # noqa: F401 (API)
-from zasync._serialparallel import serial  # noqa: F401 (API)
 from zasync.failure import Failure
 from zasync.failure import isFailure
 from zasync.interfaces import ACTIVE
@@ -35,13 +33,17 @@ from zasync.interfaces import COMPLETED
 from zasync.interfaces import NEW
 from zasync.interfaces import PENDING
 # The retry policies are part of this module's API too, as in zc.async.
-from zasync.retry import NeverRetry  # noqa: F401
-from zasync.retry import RetryCommonForever  # noqa: F401
+from zasync.retry import NeverRetry
+from zasync.retry import RetryCommonForever
 from zasync.retry import RetryCommonFourTimes
-from zasync.retry import RetryWithBackoff  # noqa: F401
+from zasync.retry import RetryWithBackoff
 from zasync.retry import callback_retry_policy_factory
 from zasync.utils import events_log
 from zasync.utils import trace_log
+
+__all__ = ['as_job', 'ConditionalCallbackProxy', 'Job', 'NeverRetry',
+           'parallel', 'RetryCommonForever', 'RetryCommonFourTimes',
+           'RetryWithBackoff', 'serial', 'SuccessFailureCallbackProxy']
 
 # Stored status ids; NEW is refined into PENDING/ASSIGNED by the parent.
 _NEW, _ACTIVE, _CALLBACKS, _COMPLETED = range(4)
@@ -136,6 +138,8 @@ def as_job(obj):
     """``obj`` as an ``IJob``: itself if it is one, else a new ``Job``."""
     job = interfaces.IJob(obj, None)
     if job is None:
+        if not callable(obj):
+            raise TypeError('%r is not a job and not callable' % (obj,))
         job = Job(obj)
     return job
 
@@ -470,11 +474,11 @@ class Job(_AddCallbacks, utils.Base):
         finally:
             zlocal.local.job = previous_job
 
-    def _start(self):
+    def start(self):
         """Make the job ACTIVE without committing.
 
         A dispatcher does this in the transaction that claims the job, which
-        saves a commit per job; then it runs the job with ``_run_started``.
+        saves a commit per job; then it runs the job with ``runStarted``.
         """
         statuses = (NEW, ASSIGNED)
         if self.status not in statuses:
@@ -484,8 +488,8 @@ class Job(_AddCallbacks, utils.Base):
         self._status_id = _ACTIVE
         self.active_start = utils.now()
 
-    def _run_started(self):
-        """Run a job made ACTIVE by ``_start`` (and committed since)."""
+    def runStarted(self):
+        """Run a job made ACTIVE by ``start`` (and committed since)."""
         if (self._status_id != _ACTIVE
                 or interfaces.IJob.providedBy(self._result)):
             raise interfaces.BadStatusError(
@@ -993,3 +997,105 @@ class SuccessFailureCallbackProxy(ConditionalCallbackProxy):
     @property
     def failure(self):
         return self.conditionals[0][1]
+
+
+# --------------------------------------------------------------------------
+# serial() and parallel(): run jobs one after the other, or all at once,
+# then a postprocess job receiving them.
+#
+# The returned job must be put in a queue: its callable (a scheduler below)
+# queues the components from within the running job.  Every function here
+# is module-level, so the jobs referring to them can be stored.
+
+def _jobs_tuple(*jobs):
+    """The default postprocess: the component jobs themselves."""
+    return jobs
+
+
+def _prepare(jobs, kwargs, scheduler):
+    postprocess = kwargs.pop('postprocess', _jobs_tuple)
+    if kwargs:
+        raise TypeError('only accepts one keyword argument, '
+                        '``postprocess``; got %s' % ', '.join(sorted(kwargs)))
+    jobs = [as_job(job) for job in jobs]
+    return Job(scheduler, *jobs, postprocess=as_job(postprocess))
+
+
+def serial(*jobs, **kwargs):
+    """A job running ``jobs`` one after the other (whatever their outcome),
+    then ``postprocess(*jobs)``; its result is the postprocess's."""
+    return _prepare(jobs, kwargs, _schedule_serial)
+
+
+def parallel(*jobs, **kwargs):
+    """A job running ``jobs`` at the same time, then ``postprocess(*jobs)``
+    once all are done; its result is the postprocess's."""
+    return _prepare(jobs, kwargs, _schedule_parallel)
+
+
+def _queue_postprocess(main_job, queue):
+    postprocess = main_job.kwargs['postprocess']
+    if postprocess.status == NEW:
+        postprocess.args.extend(main_job.args)
+        queue.put(postprocess)
+
+
+# -- serial ------------------------------------------------------------------
+
+def _schedule_serial(*jobs, **kwargs):
+    main_job = zlocal.getJob()
+    _queue_next(main_job, 0)
+    return kwargs['postprocess']
+
+
+def _queue_next(main_job, index, ignored_result=None):
+    """Queue the first component from ``index`` on that has not run, with a
+    callback that queues the next one; after the last, queue the
+    postprocess.
+
+    Also how a scheduler run again (after an interrupt) resumes: finished
+    components are skipped, but one that is still pending or running is
+    waited for -- its callback goes on -- rather than overtaken (zc.async
+    queued the next one beside it).
+    """
+    queue = main_job.queue
+    jobs = main_job.args
+    while index < len(jobs) and jobs[index].status in (CALLBACKS, COMPLETED):
+        index += 1
+    if index == len(jobs):   # with no components at all, straight on
+        _queue_postprocess(main_job, queue)
+        return
+    job = jobs[index]
+    if job.status == NEW:
+        queue.put(job)
+    elif _continues(job, main_job):
+        return
+    job.addCallback(Job(_queue_next, main_job, index + 1))
+
+
+def _continues(job, main_job):
+    """Whether ``job`` has the callback that continues ``main_job``."""
+    for callback in job.callbacks:
+        if (getattr(callback, 'callable', None) is _queue_next
+                and callback.args[0] is main_job):
+            return True
+    return False
+
+
+# -- parallel ----------------------------------------------------------------
+
+def _schedule_parallel(*jobs, **kwargs):
+    main_job = zlocal.getJob()
+    queue = main_job.queue
+    for job in jobs:
+        if job.status == NEW:
+            queue.put(job)
+            job.addCallback(Job(_check_parallel, main_job))
+    _check_parallel(main_job)
+    return kwargs['postprocess']
+
+
+def _check_parallel(main_job, ignored_result=None):
+    """Queue the postprocess once every component is done."""
+    if all(job.status in (CALLBACKS, COMPLETED) for job in main_job.args):
+        _queue_postprocess(main_job, main_job.queue)

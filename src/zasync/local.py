@@ -8,6 +8,10 @@ import threading
 
 import transaction
 
+__all__ = ['getAgentName', 'getDispatcher', 'getJob', 'getLiveAnnotation',
+           'getQueue', 'getReactor', 'Local', 'local', 'PROGRESS',
+           'REACTOR_GRACE', 'setLiveAnnotation', 'setProgress']
+
 
 class Local(threading.local):
     job = None

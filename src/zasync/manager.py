@@ -31,6 +31,11 @@ from zasync import utils
 from zasync import z3
 from zasync.queue import getDefaultQueue
 
+__all__ = ['compute', 'get_job_id', 'job_container_installer', 'JobContainer',
+           'JobContainerInstaller', 'JobManager', 'JobManagerTraversable',
+           'JobManagerTraverser', 'JobsNamespace',
+           'multidb_job_container_installer', 'ProgressableJob']
+
 # --------------------------------------------------------------------------
 # Jobs
 

@@ -20,6 +20,9 @@ from zasync import local as local_module
 from zasync import utils
 from zasync.failure import Failure
 
+__all__ = ['AgentThreadPool', 'CLAIM', 'MAX_RESULT', 'STOP',
+           'WORKER_NAME_PREFIX']
+
 CLAIM = object()      # work item: claim jobs for the agent
 STOP = None           # work item: this thread ends
 
@@ -222,7 +225,8 @@ class AgentThreadPool:
         work items (already counted as outstanding)."""
         if not self.dispatcher.activated:
             return []
-        items = self.dispatcher._claim(conn, self.queue_name, self.name, self)
+        items = self.dispatcher.claimJobs(conn, self.queue_name, self.name,
+                                          self)
         if isinstance(items, Failure):
             return []
         with self._lock:
@@ -274,7 +278,7 @@ class AgentThreadPool:
         try:
             job = self._load(conn, oid, database_name)
             try:
-                result = job._run_started()   # started when claimed
+                result = job.runStarted()   # started when claimed
             except interfaces.BadStatusError:
                 tm.abort()
                 utils.events_log.error(

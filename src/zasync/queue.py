@@ -7,11 +7,13 @@ import datetime
 import logging
 
 import persistent.interfaces
+import transaction.interfaces
 import zope.component
 import zope.event
 import zope.interface
 import zope.minmax
 
+from zasync import instanceuuid
 from zasync import interfaces
 from zasync import utils
 from zasync._dict import Dict
@@ -20,27 +22,13 @@ from zasync.interfaces import CALLBACKS
 from zasync.interfaces import COMPLETED
 from zasync.interfaces import NEW
 from zasync.interfaces import PENDING
+from zasync.job import Job
+from zasync.job import RetryCommonForever
+from zasync.job import as_job
 from zasync.utils import events_log
 
-
-def _assigner_uuid():
-    """The UUID stamped on jobs put in a queue by this process."""
-    uuid = zope.component.queryUtility(interfaces.IUUID)
-    if uuid is None:
-        from zasync import instanceuuid
-        uuid = instanceuuid.getUUID()
-    return uuid
-
-
-def _as_job(item):
-    job = interfaces.IJob(item, None)
-    if job is None:
-        if not callable(item):
-            raise TypeError('cannot queue %r: not a job and not callable'
-                            % (item,))
-        from zasync.job import Job
-        job = Job(item)
-    return job
+__all__ = ['DispatcherAgents', 'Dispatchers', 'getDefaultQueue',
+           'install_queues', 'Maximum', 'Queue', 'Queues', 'Quota', 'Quotas']
 
 
 # --------------------------------------------------------------------------
@@ -87,7 +75,7 @@ class Queue(utils.Base):
 
     def put(self, item, begin_after=None, begin_by=None,
             failure_log_level=None, retry_policy_factory=None):
-        job = _as_job(item)
+        job = as_job(item)
         # Check everything before changing anything: a refused job is left
         # as it was.
         if job.status != NEW:
@@ -111,7 +99,7 @@ class Queue(utils.Base):
         if job.assignerUUID is None:
             # zc.async had this test inverted: fresh jobs went unstamped.
             # Rescheduled jobs keep the UUID of whoever put them first.
-            job.assignerUUID = _assigner_uuid()
+            job.assignerUUID = instanceuuid.current()
         self._adopt(job)
         self._pending.add(job, max(job.begin_after, now))
         job.parent = self
@@ -216,10 +204,9 @@ class Queue(utils.Base):
         return quotas
 
     def _timeout_wrapper(self, job, now):
-        from zasync.job import Job
         wrapper = Job(job.fail, interfaces.TimeoutError())
         wrapper.begin_after = now
-        wrapper.assignerUUID = _assigner_uuid()
+        wrapper.assignerUUID = instanceuuid.current()
         return wrapper
 
     # -- reading -----------------------------------------------------------
@@ -421,8 +408,6 @@ class DispatcherAgents(Dict):
         to the queue, interrupted ones get a wrapper job that deals with the
         interruption, completed ones go to ``completed``."""
         queue = self.parent
-        from zasync.job import Job
-        from zasync.job import RetryCommonForever
         for agent in self.values():
             while len(agent):
                 job = agent[0]
@@ -518,6 +503,56 @@ class Dispatchers(Dict):
             if candidate.activated:
                 return candidate
         return None
+
+
+# --------------------------------------------------------------------------
+# Installation
+
+
+def _new_queue(conn, name):
+    return Queue()
+
+
+def install_queues(db, names=('',), factory=None, db_name=None, attempts=10):
+    """Make sure ``db`` has the ``Queues`` (``root[KEY]``) and the queues
+    ``names``; return the names of the queues it added.
+
+    ``factory(conn, name)`` makes a new queue (default: a ``Queue``).  With
+    ``db_name`` the ``Queues`` live in the root of that member of a
+    multi-database (same key) and the main root refers to them.  Every
+    addition is announced with an ``ObjectAdded`` event and committed in a
+    private connection; a conflict (several processes installing at once)
+    is retried up to ``attempts`` times.  Idempotent.
+    """
+    if isinstance(names, str):
+        raise TypeError('queue names must be a sequence of names')
+    factory = factory or _new_queue
+    added = []
+    for attempt in range(attempts):
+        try:
+            with utils.private_connection(db) as conn:
+                tm = conn.transaction_manager
+                queues, created = utils.install_in_root(
+                    conn, interfaces.KEY, Queues, db_name)
+                if created:
+                    zope.event.notify(interfaces.ObjectAdded(
+                        queues, conn.root(), interfaces.KEY))
+                    tm.commit()
+                    events_log.info('queues collection added')
+                for name in names:
+                    if name not in queues:
+                        queue = factory(conn, name)
+                        queues[name] = queue
+                        zope.event.notify(
+                            interfaces.ObjectAdded(queue, queues, name))
+                        tm.commit()
+                        added.append(name)
+                        events_log.info('queue %r added', name)
+                return added
+        except transaction.interfaces.TransientError:
+            if attempt == attempts - 1:
+                raise
+    return added   # pragma: no cover - attempts < 1
 
 
 # --------------------------------------------------------------------------

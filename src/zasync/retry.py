@@ -17,6 +17,10 @@ from zasync import utils
 from zasync.utils import events_log
 from zasync.utils import trace_log
 
+__all__ = ['callback_retry_policy_factory', 'DISCONNECTED_RULE', 'NeverRetry',
+           'RetryCommonForever', 'RetryCommonFourTimes', 'RetryWithBackoff',
+           'TRANSACTION_RULE']
+
 
 class _Rule:
     """How a retry policy treats one family of exceptions."""

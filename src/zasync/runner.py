@@ -30,7 +30,6 @@ import os
 import select
 import signal
 import sys
-import threading
 import weakref
 
 import ZConfig
@@ -51,7 +50,13 @@ from zope.component.interfaces import ISite
 from zope.component.hooks import setSite
 
 from zasync import interfaces
+from zasync import utils
 from zasync.utils import transaction_manager
+
+__all__ = ['AccessLogFactory', 'application', 'appmain', 'Exit', 'from_config',
+           'get_principal', 'load_options', 'load_zcml', 'main_loop',
+           'MainLoop', 'once', 'ROOT_NAME', 'RunnerParticipation', 'SCHEMA',
+           'STOP_SIGNALS']
 
 log = logging.getLogger('zasync.runner')
 
@@ -190,7 +195,7 @@ class MainLoop:
 
     def __call__(self):
         self.running = True
-        old_handlers = self._install_signal_handlers()
+        handlers = self._install_signal_handlers()
         old_site = getSite()
         setSite(self.app)
         try:
@@ -206,7 +211,7 @@ class MainLoop:
                     break
         finally:
             setSite(old_site)
-            self._restore_signal_handlers(old_handlers)
+            handlers.restore()
             self.running = False
         return self.result if self.once else None
 
@@ -277,17 +282,13 @@ class MainLoop:
     # -- signals ----------------------------------------------------------
 
     def _install_signal_handlers(self):
-        if threading.current_thread() is not threading.main_thread():
-            log.debug('%r runs outside the main thread: no signal handlers',
-                      self)
-            return {}
-        return {signum: signal.signal(signum, self.handle_signal)
-                for signum in STOP_SIGNALS}
-
-    def _restore_signal_handlers(self, old_handlers):
-        for signum, handler in old_handlers.items():
-            signal.signal(signum, handler if handler is not None
-                          else signal.SIG_DFL)
+        handlers = utils.SignalHandlers()
+        for signum in STOP_SIGNALS:
+            if not handlers.install(signum, self.handle_signal):
+                log.debug('%r runs outside the main thread: no signal '
+                          'handlers', self)
+                break
+        return handlers
 
 
 def main_loop(app, ticks, worker, principal=None, once=False):
@@ -386,7 +387,7 @@ def _logging_configured(options):
             logger.propagate = propagate
 
 
-def _load_zcml(site_zcml, features):
+def load_zcml(site_zcml, features):
     """Load the site definition (once per process, as Zope does)."""
     had_interaction = (
         zope.security.management.queryInteraction() is not None)
@@ -436,7 +437,7 @@ def application(appname, configfile):
             site_zcml = os.path.join(os.path.dirname(configfile),
                                      options.site_definition)
             features = ('devmode',) if options.devmode else ()
-            _load_zcml(site_zcml, features)
+            load_zcml(site_zcml, features)
             dbs, _ = zope.app.appsetup.appsetup.multi_database(
                 options.databases)
             try:

@@ -18,17 +18,18 @@ import threading
 import zope.component
 import zope.event
 
+from zasync import dispatcher as zdispatcher
 from zasync import interfaces
 from zasync import utils
 from zasync.agent import Agent
-from zasync.queue import Queue
-from zasync.queue import Queues
+from zasync.queue import install_queues
+
+__all__ = ['agent_installer', 'AgentInstaller', 'multidb_queue_installer',
+           'queue_installer', 'QueueInstaller', 'restore_signal_handlers',
+           'shutdown_dispatcher', 'threaded_dispatcher_installer',
+           'ThreadedDispatcherInstaller']
 
 log = utils.events_log
-
-
-def _default_queue_factory(conn, name):
-    return Queue()
 
 
 # --------------------------------------------------------------------------
@@ -47,7 +48,7 @@ class QueueInstaller:
         if isinstance(queues, str):
             raise TypeError('queues must be a sequence of names')
         self.queues = tuple(queues)
-        self.factory = factory or _default_queue_factory
+        self.factory = factory
         self.db_name = db_name
         zope.component.adapter(interfaces.IDatabaseOpenedEvent)(self)
 
@@ -56,24 +57,7 @@ class QueueInstaller:
             type(self).__name__, self.queues, self.db_name)
 
     def __call__(self, ev):
-        with utils.private_connection(ev.database) as conn:
-            tm = conn.transaction_manager
-            queues, created = utils.install_in_root(
-                conn, interfaces.KEY, Queues, self.db_name)
-            if created:
-                zope.event.notify(interfaces.ObjectAdded(
-                    queues, conn.root(), interfaces.KEY))
-            tm.commit()
-            if created:
-                log.info('queues collection added')
-            for name in self.queues:
-                if name not in queues:
-                    queue = self.factory(conn, name)
-                    queues[name] = queue
-                    zope.event.notify(
-                        interfaces.ObjectAdded(queue, queues, name))
-                    tm.commit()
-                    log.info('queue %r added', name)
+        install_queues(ev.database, self.queues, self.factory, self.db_name)
 
 
 queue_installer = QueueInstaller()
@@ -86,71 +70,32 @@ multidb_queue_installer = QueueInstaller(db_name='async')
 # --------------------------------------------------------------------------
 # Threaded dispatcher
 
-signal_handlers = {}
-"""``id(dispatcher) -> {signal number: (previous handler, ours)}``."""
-
-
 def _select_reactor():
     from twisted.internet.selectreactor import SelectReactor
     return SelectReactor()
 
 
-def _stop_reactor(dispatcher, timeout=3):
-    reactor = dispatcher.reactor
-    try:
-        reactor.callFromThread(reactor.stop)
-    except Exception:  # already stopped
-        log.debug('stopping the reactor failed', exc_info=True)
-    thread = dispatcher.thread
-    if thread is not None and thread is not threading.current_thread():
-        thread.join(timeout)
-
-
 def _install_signal_handlers(dispatcher):
     """SIGINT / SIGTERM stop the dispatcher's reactor first, then do what
     they did before.  Only possible in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    installed = {}
+    handlers = utils.SignalHandlers()
 
-    def on_sigint(signum, frame):
-        _stop_reactor(dispatcher)
-        previous = installed[signal.SIGINT][0]
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_DFL:
-            raise KeyboardInterrupt()
+    def stop_then_chain(signum, frame):
+        dispatcher.shutdown(timeout=3)
+        handlers.chain(signum, frame)
 
-    def on_sigterm(signum, frame):
-        _stop_reactor(dispatcher)
-        previous = installed[signal.SIGTERM][0]
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_DFL:
-            raise SystemExit()
-
-    for signum, handler in ((signal.SIGINT, on_sigint),
-                            (signal.SIGTERM, on_sigterm)):
-        previous = signal.getsignal(signum)
-        if previous is None:   # set outside Python: we cannot chain to it
-            continue
-        installed[signum] = (previous, handler)
-        signal.signal(signum, handler)
-    signal_handlers[id(dispatcher)] = installed
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handlers.install(signum, stop_then_chain)
+    if handlers.installed:
+        dispatcher.signal_handlers = handlers
 
 
 def restore_signal_handlers(dispatcher):
     """Put the previous SIGINT / SIGTERM handlers back, where ours are
     still installed (a newer foreign handler stays)."""
-    installed = signal_handlers.pop(id(dispatcher), None)
-    if not installed:
-        return
-    if threading.current_thread() is not threading.main_thread():
-        signal_handlers[id(dispatcher)] = installed   # try again later
-        return
-    for signum, (previous, ours) in installed.items():
-        if signal.getsignal(signum) is ours:
-            signal.signal(signum, previous)
+    handlers = dispatcher.signal_handlers
+    if handlers is not None and handlers.restore():
+        dispatcher.signal_handlers = None
 
 
 class ThreadedDispatcherInstaller:
@@ -176,7 +121,6 @@ class ThreadedDispatcherInstaller:
             type(self).__name__, self.poll_interval, self.db_name)
 
     def __call__(self, ev):
-        from zasync import dispatcher as zdispatcher
         existing = zdispatcher.get(self.uuid)
         if existing is not None:
             log.info('dispatcher %s is already installed', existing.UUID)
@@ -210,46 +154,10 @@ threaded_dispatcher_installer = ThreadedDispatcherInstaller()
 
 
 def shutdown_dispatcher(dispatcher, timeout=10):
-    """Stop a dispatcher started by ``ThreadedDispatcherInstaller``.
-
-    Stops its reactor (which deactivates it: its jobs go back to the
-    queues), waits for its threads, restores the signal handlers, releases
-    the reactor's file descriptors and unregisters it.  Returns a list of
-    problems (empty when everything stopped).
-    """
-    from zasync import dispatcher as zdispatcher
-    problems = []
-    reactor = dispatcher.reactor
-    _stop_reactor(dispatcher, timeout)
-    thread = dispatcher.thread
-    if thread is not None and thread.is_alive():
-        problems.append('Dispatcher (%s, %s) failed to stop.'
-                        % (thread.name, dispatcher.UUID))
-    else:
-        for pool_thread in dispatcher.join(timeout):
-            problems.append('Job in thread %r failed to stop.'
-                            % (pool_thread.name,))
-        _release_reactor(reactor)
-    restore_signal_handlers(dispatcher)
-    if zdispatcher.get(dispatcher.UUID) is dispatcher:
-        zdispatcher.pop(dispatcher.UUID)
-    return problems
-
-
-def _release_reactor(reactor):
-    """Close the descriptors a stopped Twisted reactor keeps (its waker)."""
-    waker = getattr(reactor, 'waker', None)
-    if waker is None:
-        return
-    try:
-        reactor.removeReader(waker)
-    except Exception:
-        pass
-    try:
-        waker.connectionLost(None)
-    except Exception:
-        log.debug('closing the reactor waker failed', exc_info=True)
-    reactor.waker = None
+    """Stop a dispatcher started by ``ThreadedDispatcherInstaller``:
+    ``dispatcher.shutdown(timeout)``, which returns a list of problems
+    (empty when everything stopped)."""
+    return dispatcher.shutdown(timeout)
 
 
 # --------------------------------------------------------------------------

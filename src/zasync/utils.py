@@ -3,6 +3,8 @@
 import contextlib
 import datetime
 import logging
+import signal
+import threading
 import time
 import types
 
@@ -14,6 +16,15 @@ import ZODB.utils
 import zope.interface
 
 from zasync import interfaces
+
+__all__ = ['BACKOFF_INCREMENT', 'Base', 'check_begin_by', 'connection',
+           'custom_repr', 'deadline_passed', 'dt_to_long', 'events_log',
+           'EXPLOSIVE_ERRORS', 'get_clock', 'INITIAL_BACKOFF',
+           'install_in_root', 'long_to_dt', 'MAX_BACKOFF', 'never_fail', 'now',
+           'one_line', 'private_connection', 'SignalHandlers', 'sleep',
+           'system_clock', 'SYSTEM_ERRORS', 'SystemClock', 'to_utc',
+           'trace_log', 'TRANSACTION_ERRORS', 'transaction_manager',
+           'try_five_times', 'UTC', 'wait_for']
 
 log = logging.getLogger('zasync')
 events_log = logging.getLogger('zasync.events')   # what operators must see
@@ -163,6 +174,20 @@ def custom_repr(obj):
         return repr(obj)
     except (TypeError, ValueError, AttributeError):
         return object.__repr__(obj)
+
+
+def one_line(error):
+    """An exception, or a ``Failure``, as one line: its type's name and the
+    first line of its message (``'KeyError: 42'``)."""
+    name = getattr(error, 'type_name', None)
+    if name is not None:   # a Failure
+        name = name.rpartition('.')[2]
+        message = error.getErrorMessage()
+    else:
+        name = type(error).__name__
+        message = str(error)
+    lines = str(message).strip().splitlines()
+    return '%s: %s' % (name, lines[0]) if lines else name
 
 
 # --------------------------------------------------------------------------
@@ -316,3 +341,81 @@ def connection(obj):
             return jar
         obj = getattr(obj, '__parent__', None)
     return None
+
+
+# --------------------------------------------------------------------------
+# Waiting and signals
+
+
+def wait_for(check, seconds, pause=None):
+    """Call ``check()`` until it returns something other than None and
+    return that; return None once ``seconds`` have passed.
+
+    Between checks ``pause(at_most)`` waits (default: ``time.sleep``), for
+    10 ms at first, doubling up to 100 ms, never past the deadline.
+    """
+    deadline = time.monotonic() + seconds
+    interval = 0.01
+    pause = pause or time.sleep
+    while True:
+        result = check()
+        if result is not None:
+            return result
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        pause(min(interval, remaining))
+        interval = min(interval * 2, 0.1)
+
+
+class SignalHandlers:
+    """Signal handlers installed by one component, and those they replaced.
+
+    ``install(signum, handler)`` works in the main thread only (elsewhere,
+    and for a handler set outside Python, it installs nothing and returns
+    False).  ``restore()`` puts the previous handlers back where ours are
+    still installed: a handler installed after ours by someone else stays.
+    """
+
+    def __init__(self):
+        self.installed = {}   # signal number -> (previous, ours)
+        self.replaced = {}    # signal number -> previous (kept by restore)
+
+    def install(self, signum, handler):
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        previous = signal.getsignal(signum)
+        if previous is None:
+            return False
+        signal.signal(signum, handler)
+        self.installed[signum] = (previous, handler)
+        self.replaced[signum] = previous
+        return True
+
+    def previous(self, signum):
+        """The handler ``signum`` had before ours."""
+        return self.replaced[signum]
+
+    def chain(self, signum, frame):
+        """Do what the previous handler of ``signum`` did: call it, or for
+        the defaults raise ``KeyboardInterrupt`` (SIGINT) / ``SystemExit``."""
+        previous = self.previous(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt()
+            raise SystemExit()
+
+    def restore(self):
+        """Put the previous handlers back (where ours are still installed);
+        False, keeping them for a later call, outside the main thread."""
+        if not self.installed:
+            return True
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        for signum, (previous, ours) in self.installed.items():
+            if signal.getsignal(signum) == ours:
+                signal.signal(signum, previous)
+        self.installed.clear()
+        return True

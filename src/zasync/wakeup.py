@@ -26,6 +26,8 @@ import time
 
 from ZODB.mvccadapter import MVCCAdapter
 
+__all__ = ['InvalidationWatcher', 'quiet']
+
 log = logging.getLogger('zasync.trace')
 
 # Threads committing while this is set do not wake anyone (a dispatcher's

@@ -22,6 +22,9 @@ from zope.security._definitions import thread_local
 from zasync import interfaces
 from zasync import job as zjob
 
+__all__ = ['current_participants', 'Job', 'Participation', 'secure',
+           'SiteAndSecurityMixin']
+
 # Statuses are immutable strings: they pass security proxies as str does
 # (a proxied status would print as its repr and could not be compared).
 zope.security.checker.BasicTypes[interfaces.Status] = (
@@ -137,5 +140,3 @@ def secure(job, site=None):
     if new.site is None:
         new.site = site
     return new
-
-

@@ -1,4 +1,5 @@
-"""The ``zasync`` ZCML directives (namespace ``http://namespaces.zope.org/zasync``).
+"""The ``zasync`` ZCML directives (namespace
+``http://namespaces.zope.org/zasync``).
 
 ``<zasync:jobs database="" queues="" />``
     When the database opens, install the queues (the default queue ``''``
@@ -25,6 +26,9 @@ from zope.configuration.fields import Tokens
 from zasync import interfaces
 from zasync import manager
 from zasync import subscribers
+
+__all__ = ['dispatcher', 'IDispatcherDirective', 'IJobsDirective',
+           'InvalidName', 'jobs']
 
 _NAME = re.compile(r'^[A-Za-z0-9_.\-]*$')
 

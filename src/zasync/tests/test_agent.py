@@ -1,29 +1,23 @@
 """Agents, the completed collection, serial()/parallel() edge cases."""
 import datetime
 import operator
-import os
-import shutil
-import tempfile
 import unittest
 import uuid
 
 import transaction
-import ZODB
-import ZODB.FileStorage
 import zope.component.testing
 from ZODB.POSException import ConflictError
 from zope.testing.loggingsupport import InstalledHandler
 
 from zasync import interfaces
-from zasync._serialparallel import parallel
-from zasync._serialparallel import serial
+from zasync.job import parallel
+from zasync.job import serial
 from zasync.agent import Agent
 from zasync.agent import CompletedCollection
 from zasync.job import Job
 from zasync.job import RetryWithBackoff
-from zasync.queue import Queue
-from zasync.queue import Queues
 from zasync.testing import ManualClock
+from zasync.testing.fixtures import DatabaseFixture
 
 UTC = datetime.timezone.utc
 
@@ -65,21 +59,15 @@ def note(label, result):
     return '%s: %r' % (label, result)
 
 
-class AgentTestBase(unittest.TestCase):
+class AgentTestBase(DatabaseFixture, unittest.TestCase):
+
+    queues = True
 
     def setUp(self):
-        zope.component.testing.setUp()
+        super().setUp()
         zope.component.provideUtility(uuid.uuid4(), interfaces.IUUID)
         self.clock = ManualClock(
             datetime.datetime(2026, 3, 1, 12, 0, tzinfo=UTC)).install()
-        self.dir = tempfile.mkdtemp(prefix='zasync-test-')
-        self.db = ZODB.DB(ZODB.FileStorage.FileStorage(
-            os.path.join(self.dir, 'Data.fs')))
-        self.tm = transaction.TransactionManager()
-        self.conn = self.db.open(self.tm)
-        root = self.conn.root()
-        root[interfaces.KEY] = Queues()
-        self.queue = root[interfaces.KEY][''] = Queue()
         self.record = self.queue.dispatchers.register(uuid.uuid4())
         self.agent = self.record['main'] = Agent()
         self.record.activate()
@@ -90,11 +78,7 @@ class AgentTestBase(unittest.TestCase):
         for tm, conn in self.others:
             tm.abort()
             conn.close()
-        self.tm.abort()
-        self.conn.close()
-        self.db.close()
-        shutil.rmtree(self.dir)
-        zope.component.testing.tearDown()
+        super().tearDown()
 
     def connect(self):
         tm = transaction.TransactionManager()
@@ -290,7 +274,6 @@ class TestRetriesThroughQueueAndAgent(AgentTestBase):
         self.assertIs(job.parent, self.agent)
         self.assertEqual([j._p_oid for j in self.agent.completed][:2],
                          [job._p_oid, wrapper._p_oid])
-
 
     def interrupt_while_waiting(self):
         """A job waiting for the job it returned, when its dispatcher
@@ -510,12 +493,12 @@ class TestDispatchedJobCommits(AgentTestBase):
         self.tm.commit()
         before = self.transactions()
         claimed = self.agent.claimJob()
-        claimed._start()
+        claimed.start()
         self.tm.commit()                      # commit 1: claimed + ACTIVE
         self.assertIs(claimed, job)
         self.assertEqual(job.status, interfaces.ACTIVE)
         after_claim = self.transactions()
-        self.assertEqual(job._run_started(), 42)   # commit 2
+        self.assertEqual(job.runStarted(), 42)   # commit 2
         self.assertEqual(job.status, interfaces.COMPLETED)
         self.assertEqual(len(self.agent), 0)
         self.assertEqual(list(self.agent.completed), [job])
@@ -527,27 +510,27 @@ class TestDispatchedJobCommits(AgentTestBase):
         job = self.queue.put(Job(operator.mul, 6, 7))
         self.tm.commit()
         with self.assertRaises(interfaces.BadStatusError):
-            job._run_started()
+            job.runStarted()
         job.parent = None
         job()
         with self.assertRaises(interfaces.BadStatusError):
-            job._start()
+            job.start()
 
     def test_concurrent_completions_in_one_agent_merge(self):
         jobs = [self.queue.put(Job(operator.mul, i, 2)) for i in range(40)]
         self.tm.commit()
         for job in jobs[:3]:
-            self.agent.claimJob()._start()
+            self.agent.claimJob().start()
         self.tm.commit()
-        (tm1, queue1, agent1), (tm2, queue2, agent2) = (
+        (tm1, _, agent1), (tm2, _, agent2) = (
             self.connect(), self.connect())
         done = []
         for i in range(20):
             # two connections complete a job each, from the same snapshot
             first, second = agent1[0], agent2[1]
             self.assertIsNot(first._p_oid, second._p_oid)
-            done.append(first._run_started())
-            done.append(second._run_started())   # merges, never re-runs
+            done.append(first.runStarted())
+            done.append(second.runStarted())   # merges, never re-runs
             # (a conflict would have asked the retry policy)
             self.assertIsNone(second._retry_policy)
             self.assertEqual(second.status, interfaces.COMPLETED)
@@ -556,7 +539,7 @@ class TestDispatchedJobCommits(AgentTestBase):
             self.tm.begin()
             for job in (self.agent.claimJob(), self.agent.claimJob()):
                 if job is not None:
-                    job._start()
+                    job.start()
             self.tm.commit()
             tm1.begin()
             tm2.begin()

@@ -1,10 +1,10 @@
 """``zasync demo`` runs in a subprocess, exits 0 and reports."""
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import unittest
+
+from zasync.testing.processes import run_command
 
 
 class TestDemo(unittest.TestCase):
@@ -16,12 +16,7 @@ class TestDemo(unittest.TestCase):
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def run_zasync(self, *args):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-        env.pop('ZASYNC_UUID', None)
-        return subprocess.run(
-            [sys.executable, '-m', 'zasync.cli'] + list(args),
-            cwd=self.dir, env=env, capture_output=True, text=True,
-            timeout=120)
+        return run_command(*args, cwd=self.dir, ZASYNC_UUID=None)
 
     def test_demo(self):
         done = self.run_zasync('demo')

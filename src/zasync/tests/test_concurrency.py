@@ -6,24 +6,17 @@ them one after the other (or from threads meeting at a barrier): exactly
 the situation of application threads and dispatchers in several processes.
 """
 import operator
-import os
-import shutil
-import tempfile
 import threading
 import unittest
 
 import transaction
-import ZODB
-import ZODB.FileStorage
-import zope.component.testing
 from ZODB.POSException import ConflictError
 
 from zasync import _pending
 from zasync import interfaces
 from zasync.job import Job
-from zasync.queue import Queue
-from zasync.queue import Queues
 from zasync.testing import ManualClock
+from zasync.testing.fixtures import DatabaseFixture
 
 
 class Connection:
@@ -49,26 +42,19 @@ class Connection:
         self.conn.close()
 
 
-class ConcurrencyBase(unittest.TestCase):
+class ConcurrencyBase(DatabaseFixture, unittest.TestCase):
+
+    queues = True
 
     def setUp(self):
-        zope.component.testing.setUp()
+        super().setUp()
         self.clock = ManualClock().install()
-        self.dir = tempfile.mkdtemp(prefix='zasync-test-')
-        self.db = ZODB.DB(ZODB.FileStorage.FileStorage(
-            os.path.join(self.dir, 'Data.fs')))
         self.connections = []
-        c = self.connect()
-        c.conn.root()[interfaces.KEY] = Queues()
-        c.conn.root()[interfaces.KEY][''] = Queue()
-        c.commit()
 
     def tearDown(self):
         for c in self.connections:
             c.close()
-        self.db.close()
-        shutil.rmtree(self.dir)
-        zope.component.testing.tearDown()
+        super().tearDown()
 
     def connect(self):
         c = Connection(self.db)

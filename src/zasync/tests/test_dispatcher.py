@@ -4,16 +4,11 @@ waiters, and the live annotations -- including the zc.async defects 5, 7,
 import datetime
 import logging
 import operator
-import os
-import shutil
-import tempfile
 import threading
 import unittest
 import uuid
 
 import transaction
-import ZODB
-import ZODB.FileStorage
 import zope.component
 import zope.component.testing
 import zope.testing.loggingsupport
@@ -28,6 +23,7 @@ from zasync import testing
 from zasync import utils
 from zasync.dispatcher import Dispatcher
 from zasync.dispatcher import PollInfo
+from zasync.testing.fixtures import DatabaseFixture
 
 
 def job_that_waits(name):
@@ -39,21 +35,14 @@ def job_that_waits(name):
 EVENTS = {}
 
 
-class Base(unittest.TestCase):
+class Base(DatabaseFixture, unittest.TestCase):
+
+    queues = True
 
     def setUp(self):
-        zope.component.testing.setUp()
-        self.dir = tempfile.mkdtemp(prefix='zasync-test-dispatcher-')
-        self.db = ZODB.DB(ZODB.FileStorage.FileStorage(
-            os.path.join(self.dir, 'main.fs')))
+        super().setUp()
         self.uuid = uuid.uuid4()
         zope.component.provideUtility(self.uuid, interfaces.IUUID)
-        self.tm = transaction.TransactionManager()
-        self.conn = self.db.open(transaction_manager=self.tm)
-        self.root = self.conn.root()
-        queues = self.root[interfaces.KEY] = zasync.queue.Queues()
-        self.queue = queues[''] = zasync.queue.Queue()
-        self.tm.commit()
         self.reactor = None
 
     def tearDown(self):
@@ -64,12 +53,8 @@ class Base(unittest.TestCase):
                     self.reactor, 'running', False) and isinstance(
                     self.reactor, testing.Reactor):
                 self.reactor.stop()
-            self.tm.abort()
-            self.conn.close()
-            self.db.close()
-            shutil.rmtree(self.dir, ignore_errors=True)
             zasync.dispatcher.clear()
-            zope.component.testing.tearDown()
+            super().tearDown()
 
     def start_test_dispatcher(self, poll_interval=5, **kw):
         self.reactor = testing.Reactor()
@@ -150,7 +135,7 @@ class TestReactor(unittest.TestCase):
 
     def test_waiters_fail_loudly(self):
         with self.assertRaises(AssertionError) as raised:
-            testing._wait(lambda: None, 0.05, 'nothing happened')
+            testing.wait(lambda: None, 0.05, 'nothing happened')
         self.assertIn('nothing happened', str(raised.exception))
 
 
@@ -366,9 +351,10 @@ class TestFastPath(Base):
         self.tm.commit()
         storage = self.db.storage
         before = len(list(storage.iterator()))
-        conn = self.db.open(transaction_manager=transaction.TransactionManager())
+        conn = self.db.open(
+            transaction_manager=transaction.TransactionManager())
         try:
-            items = dispatcher._claim(conn, '', 'main', pool)
+            items = dispatcher.claimJobs(conn, '', 'main', pool)
         finally:
             conn.close()
         self.assertEqual(len(items), 3)          # as many as there is room
@@ -385,11 +371,10 @@ class TestFastPath(Base):
         dispatcher = self.start_twisted_dispatcher(poll_interval=3600)
         self.add_agent('main', 2)           # our record changed: polls now
 
-
         def polled_agent():
             poll = dispatcher.polls.first()
             return True if 'main' in (poll.get('') or {}) else None
-        testing._wait(polled_agent, 6, 'no poll saw the new agent')
+        testing.wait(polled_agent, 6, 'no poll saw the new agent')
         polls = len(dispatcher.polls)
         self.tm.begin()
         job = self.queue.put(zasync.job.Job(operator.mul, 14, 3))
@@ -430,4 +415,4 @@ class TestRegistry(Base):
         self.assertIsNone(zasync.dispatcher.get())
         Dispatcher(self.db, testing.Reactor(), uuid=uuid.uuid4())
         zasync.dispatcher.clear()
-        self.assertEqual(zasync.dispatcher._dispatchers, {})
+        self.assertEqual(zasync.dispatcher.registered(), [])

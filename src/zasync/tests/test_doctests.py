@@ -20,9 +20,16 @@ import zope.testing.renormalizing
 
 import zasync
 import zasync.testing
+from zasync.testing.processes import ScaleOutLayer
+from zasync.testing.processes import WorkersLayer
 
-DOCS = os.path.normpath(os.path.join(
-    os.path.dirname(zasync.__file__), os.pardir, os.pardir, 'docs'))
+#: where the documents are: beside the package in a wheel (``zasync/docs``,
+#: see setup.py), else in the checkout (``src/zasync/../../docs``)
+DOCS_CANDIDATES = [
+    os.path.join(os.path.dirname(zasync.__file__), 'docs'),
+    os.path.normpath(os.path.join(
+        os.path.dirname(zasync.__file__), os.pardir, os.pardir, 'docs')),
+]
 
 OPTIONFLAGS = (doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
                | doctest.REPORT_NDIFF)
@@ -36,14 +43,8 @@ CHECKER = zope.testing.renormalizing.RENormalizing([
 LAYERS = {}
 
 
-def _scale_out_layers():
-    from zasync.processes import ScaleOutLayer
-    from zasync.processes import WorkersLayer
-    LAYERS['catastrophes.rst'] = WorkersLayer   # a ZEOLayer
-    LAYERS['deployment.rst'] = ScaleOutLayer    # ZEO and PostgreSQL
-
-
-_scale_out_layers()
+LAYERS['catastrophes.rst'] = WorkersLayer   # a ZEOLayer
+LAYERS['deployment.rst'] = ScaleOutLayer    # ZEO and PostgreSQL
 
 
 def module_name(test):
@@ -75,12 +76,25 @@ def tearDown(test):
     zope.component.testing.tearDown(test)
 
 
-def doc_files():
-    return sorted(glob.glob(os.path.join(DOCS, '*.rst')))
+class NoDocumentsError(RuntimeError):
+    """The doctest collector found no documents: a broken checkout or
+    release must not pass for a green test run."""
+
+
+def doc_files(candidates=None):
+    """The documents of the first directory of ``candidates`` that has
+    any; ``NoDocumentsError`` if none has."""
+    candidates = DOCS_CANDIDATES if candidates is None else candidates
+    for directory in candidates:
+        found = sorted(glob.glob(os.path.join(directory, '*.rst')))
+        if found:
+            return found
+    raise NoDocumentsError('no documents (*.rst) in %s'
+                           % ' or '.join(candidates))
 
 
 def test_suite():
-    suite = unittest.TestSuite()
+    suite = unittest.defaultTestLoader.loadTestsFromTestCase(CollectorTests)
     for path in doc_files():
         doc_suite = doctest.DocFileSuite(
             path, module_relative=False, setUp=setUp, tearDown=tearDown,
@@ -90,3 +104,17 @@ def test_suite():
             doc_suite.layer = layer
         suite.addTest(doc_suite)
     return suite
+
+
+class CollectorTests(unittest.TestCase):
+
+    def test_the_documents_are_found(self):
+        names = [os.path.basename(path) for path in doc_files()]
+        self.assertIn('job.rst', names)
+        self.assertIn('catastrophes.rst', names)
+
+    def test_no_documents_is_an_error(self):
+        with tempfile.TemporaryDirectory() as empty:
+            with self.assertRaises(NoDocumentsError) as caught:
+                doc_files([empty, os.path.join(empty, 'missing')])
+        self.assertIn('no documents (*.rst) in', str(caught.exception))

@@ -211,8 +211,8 @@ class Tests:
         def look():
             data = self.status(job_id)
             return data if check(data) else None
-        return testing._wait(look, seconds, 'job %s never got there (%r)'
-                             % (job_id, self.status(job_id)))
+        return testing.wait(look, seconds, 'job %s never got there (%r)'
+                            % (job_id, self.status(job_id)))
 
     def counts(self):
         code, body = self.alice('@@count-jobs')

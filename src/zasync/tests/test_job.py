@@ -3,8 +3,6 @@ import datetime
 import logging
 import operator
 import pickle
-import shutil
-import tempfile
 import threading
 import unittest
 
@@ -27,6 +25,7 @@ from zasync.job import NeverRetry
 from zasync.job import RetryCommonFourTimes
 from zasync.job import RetryWithBackoff
 from zasync.testing import ManualClock
+from zasync.testing.fixtures import DatabaseFixture
 
 UTC = datetime.timezone.utc
 
@@ -124,23 +123,14 @@ class StubAgent(persistent.Persistent):
         self.completed = job
 
 
-class DatabaseTest(unittest.TestCase):
+class DatabaseTest(DatabaseFixture, unittest.TestCase):
+
+    global_transaction = True
 
     def setUp(self):
-        zope.component.testing.setUp(self)
+        super().setUp()
         self.clock = ManualClock().install()
-        self.tmp = tempfile.mkdtemp()
-        self.db = ZODB.DB(ZODB.FileStorage.FileStorage(self.tmp + '/Data.fs'))
-        self.conn = self.db.open()
-        self.root = self.conn.root()
         del calls[:]
-
-    def tearDown(self):
-        transaction.abort()
-        self.conn.close()
-        self.db.close()
-        shutil.rmtree(self.tmp)
-        zope.component.testing.tearDown(self)
 
     def store(self, job, name='job'):
         self.root[name] = job
@@ -338,7 +328,8 @@ class RescheduleTests(DatabaseTest):
         self.assertEqual(job.status, interfaces.PENDING)
         self.assertEqual(agent.jobs, [])
         self.assertEqual(queue.put_calls,
-                         [(job, self.clock.now() + datetime.timedelta(hours=1))])
+                         [(job, self.clock.now()
+                           + datetime.timedelta(hours=1))])
         self.assertIsNone(job.active_start)
 
     def test_naive_datetime_taken_as_utc(self):

@@ -2,14 +2,9 @@
 import datetime
 import operator
 import os
-import shutil
-import tempfile
 import unittest
 import uuid
 
-import transaction
-import ZODB
-import ZODB.FileStorage
 import zope.component
 import zope.component.testing
 import zope.event
@@ -25,38 +20,28 @@ from zasync.agent import Agent
 from zasync.job import Job
 from zasync.queue import Maximum
 from zasync.queue import Queue
-from zasync.queue import Queues
 from zasync.testing import ManualClock
+from zasync.testing.fixtures import DatabaseFixture
 
 UTC = datetime.timezone.utc
 
 
-class QueueTestBase(unittest.TestCase):
+class QueueTestBase(DatabaseFixture, unittest.TestCase):
+
+    queues = True
 
     def setUp(self):
-        zope.component.testing.setUp()
+        super().setUp()
         self.clock = ManualClock(
             datetime.datetime(2026, 3, 1, 12, 0, tzinfo=UTC)).install()
-        self.dir = tempfile.mkdtemp(prefix='zasync-test-')
         self.old_cwd = os.getcwd()
-        os.chdir(self.dir)
+        os.chdir(self.dir)   # (the instance UUID file)
         instanceuuid.reset()
-        self.db = ZODB.DB(ZODB.FileStorage.FileStorage('Data.fs'))
-        self.tm = transaction.TransactionManager()
-        self.conn = self.db.open(self.tm)
-        root = self.conn.root()
-        root[interfaces.KEY] = Queues()
-        self.queue = root[interfaces.KEY][''] = Queue()
-        self.tm.commit()
 
     def tearDown(self):
-        self.tm.abort()
-        self.conn.close()
-        self.db.close()
         os.chdir(self.old_cwd)
-        shutil.rmtree(self.dir)
         instanceuuid.reset()
-        zope.component.testing.tearDown()
+        super().tearDown()
 
     def put(self, *args, **kw):
         return self.queue.put(Job(operator.add, *args), **kw)

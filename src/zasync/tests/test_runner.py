@@ -22,6 +22,7 @@ from zope.component.hooks import getSite
 
 from zasync import interfaces
 from zasync import runner
+from zasync.testing.fixtures import DatabaseFixture
 
 SITE_ZCML = """\
 <configure xmlns="http://namespaces.zope.org/zope">
@@ -59,19 +60,14 @@ class Principal:
         self.id = id
 
 
-class DatabaseTestCase(unittest.TestCase):
+class DatabaseTestCase(DatabaseFixture, unittest.TestCase):
     """A FileStorage database with a root folder, in a temp dir; the
     records of the logger ``logger_name`` in ``self.log``."""
 
     logger_name = 'zasync.runner'
 
     def setUp(self):
-        zope.component.testing.setUp(self)
-        self.tmp = tempfile.mkdtemp(prefix='zasync-test-')
-        self.db = ZODB.DB(ZODB.FileStorage.FileStorage(
-            os.path.join(self.tmp, 'loop.fs')))
-        self.tm = transaction.TransactionManager()
-        self.conn = self.db.open(transaction_manager=self.tm)
+        super().setUp()
         folder = zope.site.folder.rootFolder()
         folder.setSiteManager(zope.site.site.LocalSiteManager(folder))
         self.conn.root()['Application'] = folder
@@ -82,11 +78,7 @@ class DatabaseTestCase(unittest.TestCase):
 
     def tearDown(self):
         self.log.uninstall()
-        self.tm.abort()
-        self.conn.close()
-        self.db.close()
-        shutil.rmtree(self.tmp)
-        zope.component.testing.tearDown(self)
+        super().tearDown()
 
     def committed(self, name, default=None):
         """The committed value of ``name`` on the root folder."""

@@ -5,8 +5,8 @@ import unittest
 import persistent.mapping
 import transaction
 
-from zasync.servers import PostgreSQLLayer
-from zasync.servers import ZEOLayer
+from zasync.testing.servers import PostgreSQLLayer
+from zasync.testing.servers import ZEOLayer
 
 
 class SharedDatabaseChecks:

@@ -15,13 +15,13 @@ import unittest
 
 from zasync import interfaces
 from zasync.failure import Failure
-from zasync.processes import WorkerProcess
-from zasync.processes import WorkersLayer
-from zasync.processes import new_connection
-from zasync.processes import wait_for_worker
-from zasync.processes import wait_until
-from zasync.servers import ZEOLayer
-from zasync.servers import subprocess_env
+from zasync.testing.processes import WorkerProcess
+from zasync.testing.processes import WorkersLayer
+from zasync.testing.processes import new_connection
+from zasync.testing.processes import wait_for_worker
+from zasync.testing.processes import wait_until
+from zasync.testing.servers import ZEOLayer
+from zasync.testing.servers import subprocess_env
 from zasync.tests import jobs
 from zasync.tests.enqueue import ENQUEUED
 

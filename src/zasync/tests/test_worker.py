@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import unittest
@@ -18,13 +17,13 @@ import ZODB.FileStorage
 
 from zasync import interfaces
 from zasync.job import Job
-from zasync.processes import WorkerProcess
-from zasync.processes import WorkersLayer
-from zasync.processes import new_connection
-from zasync.processes import wait_for_worker
-from zasync.processes import wait_until
-from zasync.servers import ZEOLayer
-from zasync.servers import subprocess_env
+from zasync.testing.processes import WorkerProcess
+from zasync.testing.processes import run_command
+from zasync.testing.processes import WorkersLayer
+from zasync.testing.processes import new_connection
+from zasync.testing.processes import wait_for_worker
+from zasync.testing.processes import wait_until
+from zasync.testing.servers import ZEOLayer
 from zasync.tests import jobs
 
 FAST = ['--poll-interval', '0.1', '--ping-interval', '0.2',
@@ -32,11 +31,8 @@ FAST = ['--poll-interval', '0.1', '--ping-interval', '0.2',
 
 
 def zasync(*args, timeout=60):
-    """Run ``python -m zasync.cli ARGS``; return (status, stdout, stderr)."""
-    result = subprocess.run(
-        [sys.executable, '-m', 'zasync.cli'] + list(args),
-        capture_output=True, text=True, env=subprocess_env(),
-        timeout=timeout)
+    """Run ``python -m zasync ARGS``; return (status, stdout, stderr)."""
+    result = run_command(*args, timeout=timeout)
     return result.returncode, result.stdout, result.stderr
 
 
@@ -156,7 +152,7 @@ class WorkerProcessTests(WorkerTestCase):
                     '  </zeoclient>\n</zodb>\n' % self.server.address)
         worker = self.worker()
         worker.argv = lambda: [
-            sys.executable, '-m', 'zasync.cli', 'worker', '--zope-conf',
+            sys.executable, '-m', 'zasync', 'worker', '--zope-conf',
             conf, '--uuid-file', worker.uuid_file] + FAST
         worker.start()
         wait_for_worker(self.conn, worker)
@@ -365,7 +361,7 @@ class FakeTTY(io.StringIO):
 class ProgressBarTests(unittest.TestCase):
 
     def test_only_on_a_terminal(self):
-        from zasync.progress import Bar
+        from zasync.cli.output import Bar
         stream = io.StringIO()
         bar = Bar(stream)
         bar.show(1, 2, 'half')
@@ -416,7 +412,7 @@ class GracefulStopTests(unittest.TestCase):
         self.assertIs(pool.queue.get_nowait(), CLAIM)   # kept
         self.assertTrue(pool.queue.empty())
         # Draining, it claims nothing.
-        self.assertEqual(dispatcher._claim(None, '', 'main', pool), [])
+        self.assertEqual(dispatcher.claimJobs(None, '', 'main', pool), [])
 
     def test_signal_handlers_are_restored_unless_replaced(self):
         from zasync.testing import Reactor

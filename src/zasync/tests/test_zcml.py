@@ -185,7 +185,8 @@ class InstallerTests(ZopeTestCase):
             [('ObjectAdded', 'Queues'), ('ObjectAdded', 'Queue'),
              ('DispatcherRegistered', 'DispatcherAgents'),
              ('DispatcherActivated', 'DispatcherAgents')])
-        self.assertEqual((events[0].name, events[1].name), (interfaces.KEY, ''))
+        self.assertEqual((events[0].name, events[1].name),
+                         (interfaces.KEY, ''))
 
     def test_queue_installer_factory_and_idempotence(self):
         made = []
@@ -275,7 +276,7 @@ class InstallerTests(ZopeTestCase):
         thread.start()
         thread.join(10)
         self.dispatchers.extend(found)
-        self.assertNotIn(id(found[0]), subscribers.signal_handlers)
+        self.assertIsNone(found[0].signal_handlers)
 
     def test_shutdown_releases_everything(self):
         subscribers.queue_installer(interfaces.DatabaseOpened(self.db))
@@ -285,7 +286,7 @@ class InstallerTests(ZopeTestCase):
         self.dispatchers.remove(dispatcher)
         self.assertFalse(dispatcher.thread.is_alive())
         self.assertIsNone(zasync.dispatcher.get(dispatcher.UUID))
-        self.assertNotIn(id(dispatcher), subscribers.signal_handlers)
+        self.assertIsNone(dispatcher.signal_handlers)
         self.assertLessEqual(len(os.listdir('/proc/self/fd')), fds)
 
 

@@ -1,7 +1,7 @@
 """Worker processes for tests and documents, and waiters that poll a
 database shared with them.
 
-``WorkerProcess`` runs ``python -m zasync.cli worker ...`` as a real child
+``WorkerProcess`` runs ``python -m zasync worker ...`` as a real child
 process (its log in a file), and lets a test kill it with real signals,
 restart it with the same UUID and read its log.  ``wait_until`` polls the
 database through a connection (surviving a ZEO server that goes away and
@@ -12,19 +12,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import transaction
 
+from zasync import instanceuuid
 from zasync import interfaces
-from zasync.servers import PostgreSQLLayer
-from zasync.servers import ZEOLayer
-from zasync.servers import subprocess_env
-from zasync.servers import wait_or_kill
+from zasync.testing.servers import PostgreSQLLayer
+from zasync.testing.servers import ZEOLayer
+from zasync.testing.servers import subprocess_env
+from zasync.testing.servers import wait_or_kill
+from zasync.testing.waiters import wait
 from zasync.utils import ClientDisconnected
-
-#: real seconds between two checks of ``wait_until``
-CHECK_INTERVAL = 0.02
 
 _all = []
 
@@ -56,15 +54,14 @@ class WorkerProcess:
     @property
     def uuid(self):
         """The worker's instance UUID (created on first use)."""
-        from zasync.worker import read_uuid_file
-        return read_uuid_file(self.uuid_file)
+        return instanceuuid.read_file(self.uuid_file)
 
     @property
     def pid(self):
         return None if self.process is None else self.process.pid
 
     def argv(self):
-        return [sys.executable, '-m', 'zasync.cli', 'worker',
+        return [sys.executable, '-m', 'zasync', 'worker',
                 '--zodb', self.uri, '--uuid-file', self.uuid_file,
                 ] + self.options
 
@@ -130,8 +127,8 @@ class WorkerProcess:
                     'with:\n%s' % (self, self.process.returncode, text,
                                    self.log_tail()))
             return None
-        _wait(check, seconds, lambda: '%s never logged %r; its log ends '
-              'with:\n%s' % (self, text, self.log_tail()))
+        wait(check, seconds, lambda: '%s never logged %r; its log ends '
+             'with:\n%s' % (self, text, self.log_tail()))
 
     def stop(self, seconds=30):
         """End the process if it runs: SIGTERM, then SIGKILL."""
@@ -147,6 +144,24 @@ class WorkerProcess:
         return '<WorkerProcess %s pid %s>' % (self.name, self.pid)
 
 
+def run_command(*args, timeout=120, cwd=None, **env):
+    """Run ``python -m zasync ARGS`` to its end (``timeout`` seconds at
+    most) in a child process that imports what we import; ``env`` adds to
+    its environment (a value None removes the variable).  Return the
+    ``subprocess.CompletedProcess`` (``returncode``, text ``stdout`` and
+    ``stderr``)."""
+    environment = subprocess_env()
+    for name, value in env.items():
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = value
+    return subprocess.run(
+        [sys.executable, '-m', 'zasync'] + list(args), cwd=cwd,
+        env=environment, stdin=subprocess.DEVNULL, capture_output=True,
+        text=True, timeout=timeout)
+
+
 def stop_all():
     """Stop every ``WorkerProcess`` still running (tear-downs; and at
     exit, for a test run that did not tear down)."""
@@ -154,22 +169,8 @@ def stop_all():
         _all.pop().stop()
 
 
-
 # --------------------------------------------------------------------------
 # Waiting on a shared database
-
-
-def _wait(check, seconds, message):
-    deadline = time.monotonic() + seconds
-    while True:
-        result = check()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            if callable(message):
-                message = message()
-            raise AssertionError('%s (waited %s seconds)' % (message, seconds))
-        time.sleep(CHECK_INTERVAL)
 
 
 def wait_until(conn, condition, seconds=30, message=None):
@@ -187,7 +188,7 @@ def wait_until(conn, condition, seconds=30, message=None):
             return None
         return value if value else None
 
-    return _wait(check, seconds, message or (
+    return wait(check, seconds, message or (
         lambda: 'condition never held: %r' % (condition,)))
 
 

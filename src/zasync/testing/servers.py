@@ -147,7 +147,8 @@ class PostgreSQLServer:
         if self.bindir is None:
             raise RuntimeError(
                 'PostgreSQL server programs not found: install PostgreSQL '
-                '(Debian: apt-get install postgresql) for the RelStorage tests')
+                '(Debian: apt-get install postgresql) for the RelStorage '
+                'tests')
         self.directory = directory or tempfile.mkdtemp(prefix='zasync-pg-')
         self.data = os.path.join(self.directory, 'data')
         self.port = port or free_port()

@@ -1,4 +1,4 @@
-"""Helpers for tests and doctests: a manual clock, a test reactor, waiters.
+"""A manual clock and a deterministic test reactor.
 
 ``ManualClock`` is an ``IClock`` that only moves when told to.  ``Reactor``
 is a deterministic ``IReactor``: it drives a ``ManualClock`` (installed as
@@ -6,14 +6,6 @@ the ``IClock`` utility while the reactor runs), and its timed calls run only
 when a test says that time passes -- ``time_flies(seconds)`` or
 ``time_passes()``.  The thread calling those methods plays the reactor
 thread.
-
-The waiters (``get_poll``, ``wait_for_result``, ``wait_for_start``,
-``wait_for_annotation``, ``wait_for_deactivation``, ``wait_for_death``)
-re-synchronise the object's connection between checks, wait on conditions
-rather than sleeping blindly, and raise ``AssertionError`` with a clear
-message when their time is up.  While they wait, they also run the calls
-that worker threads handed to a started test ``Reactor`` (without moving
-its clock), just as a real reactor would have done meanwhile.
 """
 import datetime
 import heapq
@@ -27,6 +19,9 @@ import zope.interface
 
 from zasync import interfaces
 from zasync.utils import UTC
+from zasync.utils import to_utc
+
+__all__ = ['DelayedCall', 'ManualClock', 'Reactor', 'started_reactors']
 
 
 @zope.interface.implementer(interfaces.IClock)
@@ -70,7 +65,6 @@ class ManualClock:
 
 
 def _to_utc(value):
-    from zasync.utils import to_utc
     return to_utc(value, 'clock time')
 
 
@@ -327,204 +321,3 @@ class Reactor:
 def started_reactors():
     """The test reactors that are running now."""
     return list(_started_reactors)
-
-
-# --------------------------------------------------------------------------
-# Waiters
-
-#: real seconds between two checks of a waiter
-CHECK_INTERVAL = 0.01
-
-
-def _wait(check, seconds, message, conditions=()):
-    """Call ``check()`` until it returns something other than None.
-
-    Between checks, run calls handed to started test reactors, and wait
-    (at most ``CHECK_INTERVAL`` real seconds) for a test reactor call or a
-    notification on one of ``conditions``.  Raise ``AssertionError(message)``
-    after ``seconds``.
-    """
-    deadline = time.monotonic() + seconds
-    interval = CHECK_INTERVAL
-    while True:
-        result = check()
-        if result is not None:
-            return result
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError('%s (waited %s seconds)' % (message, seconds))
-        ran = 0
-        for reactor in started_reactors():
-            ran += reactor.run_due()
-        if ran:
-            continue
-        pause = min(interval, remaining)
-        if conditions:
-            cond = conditions[0]
-            with cond:
-                cond.wait(pause)
-        else:
-            reactors = started_reactors()
-            if reactors:
-                reactors[0].wait_for_calls(pause)
-            else:
-                time.sleep(pause)
-        interval = min(interval * 2, 0.1)
-
-
-def _sync(obj):
-    """Begin a new transaction in ``obj``'s connection (sees new commits)."""
-    jar = getattr(obj, '_p_jar', None)
-    if jar is not None:
-        jar.transaction_manager.begin()
-
-
-class _Found:
-    """Wraps values a check returns that may be None."""
-
-    def __init__(self, value):
-        self.value = value
-
-
-def get_poll(dispatcher, count=None, seconds=6):
-    """Return the dispatcher's newest poll once it has made more than
-    ``count`` polls (default: the ones made so far).
-
-    With a test reactor, time flies one poll interval between checks.
-    """
-    if count is None:
-        count = len(dispatcher.polls)
-    reactor = dispatcher.reactor
-    testing_reactor = isinstance(reactor, Reactor) and reactor.running
-
-    def check():
-        if len(dispatcher.polls) > count:
-            return dispatcher.polls.first()
-        if testing_reactor:
-            reactor.time_flies(dispatcher.poll_interval)
-            if len(dispatcher.polls) > count:
-                return dispatcher.polls.first()
-        return None
-
-    cond = getattr(dispatcher, 'poll_condition', None)
-    return _wait(check, seconds, 'no poll! (dispatcher %s made %d polls)' % (
-        dispatcher.UUID, len(dispatcher.polls)),
-        (cond,) if cond is not None else ())
-
-
-def wait_for_result(job, seconds=6):
-    """Wait until ``job`` is COMPLETED and return its result."""
-    def check():
-        _sync(job)
-        if job.status == interfaces.COMPLETED:
-            return _Found(job.result)
-        return None
-    return _wait(check, seconds, 'job never completed: %r (status %s)'
-                 % (job, _status(job))).value
-
-
-def wait_for_start(job, seconds=6):
-    """Wait until ``job`` is ACTIVE or later."""
-    def check():
-        _sync(job)
-        if job.status in (interfaces.ACTIVE, interfaces.CALLBACKS,
-                          interfaces.COMPLETED):
-            return True
-        return None
-    _wait(check, seconds, 'job never started: %r (status %s)'
-          % (job, _status(job)))
-
-
-def wait_for_annotation(job, name, seconds=6):
-    """Wait until ``job.annotations`` has ``name``; return the value."""
-    def check():
-        _sync(job)
-        if name in job.annotations:
-            return _Found(job.annotations[name])
-        return None
-    return _wait(check, seconds, 'annotation %r never appeared on %r'
-                 % (name, job)).value
-
-
-def wait_for_deactivation(dispatcher, seconds=6):
-    """Wait until the dispatcher is completely deactivated (``activated``
-    is False)."""
-    def check():
-        return True if dispatcher.activated is False else None
-    _wait(check, seconds, 'dispatcher %s never deactivated (activated=%r)'
-          % (dispatcher.UUID, dispatcher.activated))
-
-
-def wait_for_death(da, seconds=6):
-    """Wait until the dispatcher record ``da`` (a queue's
-    ``DispatcherAgents``) is dead."""
-    def check():
-        _sync(da)
-        return True if da.dead else None
-    _wait(check, seconds, 'dispatcher record %s never died' % (
-        getattr(da, 'UUID', da),))
-
-
-def _status(job):
-    try:
-        return job.status
-    except Exception as e:  # pragma: no cover - diagnostics only
-        return '<%s>' % e
-
-
-# --------------------------------------------------------------------------
-# Tearing down
-
-
-class TearDownDispatcherError(RuntimeError):
-    """A dispatcher (its reactor thread or a worker thread) did not stop."""
-
-
-def tear_down_dispatcher(dispatcher, timeout=10):
-    """Stop ``dispatcher`` for good: stop its reactor (a Twisted reactor
-    running in ``dispatcher.thread`` or a started test ``Reactor``),
-    deactivate it if that did not, wait for its worker threads and remove
-    it from the registry.  Raise ``TearDownDispatcherError`` naming what
-    did not stop."""
-    from zasync import dispatcher as dispatcher_module
-    problems = []
-    reactor = dispatcher.reactor
-    try:
-        if isinstance(reactor, Reactor):
-            if reactor.running:
-                reactor.stop()
-        else:
-            thread = dispatcher.thread
-            if thread is not None and thread.is_alive():
-                reactor.callFromThread(reactor.stop)
-                thread.join(timeout)
-                if thread.is_alive():
-                    problems.append('Dispatcher (%s, %s) failed to stop.'
-                                    % (thread, dispatcher.UUID))
-        if dispatcher.activated:
-            dispatcher.deactivate()
-        for pool in dispatcher.dead_pools:
-            for thread in pool.join(timeout):
-                job_id = pool.jobids.get(str(thread.ident))
-                info = dispatcher.jobs.get(job_id) if job_id else None
-                problems.append('Job in pool %r failed to stop: %s' % (
-                    pool.name, info['call'] if info else thread.name))
-    finally:
-        if dispatcher_module.get(dispatcher.UUID) is dispatcher:
-            dispatcher_module.pop(dispatcher.UUID)
-    if problems:
-        raise TearDownDispatcherError('\n'.join(problems))
-
-
-def tear_down_dispatchers(timeout=10):
-    """``tear_down_dispatcher`` for every registered dispatcher."""
-    from zasync import dispatcher as dispatcher_module
-    errors = []
-    for dispatcher in list(dispatcher_module._dispatchers.values()):
-        try:
-            tear_down_dispatcher(dispatcher, timeout)
-        except TearDownDispatcherError as e:
-            errors.append(str(e))
-    dispatcher_module.clear()
-    if errors:
-        raise TearDownDispatcherError('\n'.join(errors))

@@ -12,8 +12,19 @@ import time
 import transaction
 import zope.component
 
+from zasync import dispatcher as dispatcher_module
+from zasync import instanceuuid
 from zasync import interfaces
 from zasync import utils
+from zasync.agent import Agent
+from zasync.cli.common import UsageError
+from zasync.cli.output import Bar
+from zasync.failure import Failure
+from zasync.job import Job
+from zasync.job import RetryWithBackoff
+from zasync.queue import install_queues
+
+__all__ = ['add_commands', 'run']
 
 # -- the sample jobs (module level, so that jobs can refer to them) ---------
 
@@ -72,14 +83,6 @@ def run(args):
     import ZODB.FileStorage
     import twisted.internet.selectreactor
 
-    from zasync import agent as agent_module
-    from zasync import dispatcher as dispatcher_module
-    from zasync import instanceuuid
-    from zasync import queue as queue_module
-    from zasync.failure import Failure
-    from zasync.job import Job, RetryWithBackoff
-    from zasync.progress import Bar
-
     out = sys.stdout
     var = os.path.abspath(args.var)
     os.makedirs(var, exist_ok=True)
@@ -97,20 +100,13 @@ def run(args):
     zope.component.provideUtility(uuid, interfaces.IUUID)
     path = os.path.join(var, 'Data.fs')
     db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
+    install_queues(db)
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
     reactor = twisted.internet.selectreactor.SelectReactor()
     dispatcher = None
-    thread = None
     try:
-        root = conn.root()
-        if interfaces.KEY not in root:
-            root[interfaces.KEY] = queue_module.Queues()
-        queues = root[interfaces.KEY]
-        if '' not in queues:
-            queues[''] = queue_module.Queue()
-        queue = queues['']
-        tm.commit()
+        queue = conn.root()[interfaces.KEY]['']
 
         dispatcher = dispatcher_module.Dispatcher(
             db, reactor, poll_interval=args.poll_interval)
@@ -118,16 +114,20 @@ def run(args):
         def serve():
             dispatcher.activate()
             reactor.run(installSignalHandlers=False)
-        thread = dispatcher.thread = threading.Thread(
+        dispatcher.thread = threading.Thread(
             target=serve, daemon=True, name='zasync demo reactor')
-        thread.start()
-        _wait(tm, lambda: (uuid in queue.dispatchers
-                           and queue.dispatchers[uuid].activated),
-              args.timeout, 'the dispatcher did not activate (another '
-              'process using %s?)' % path)
-        record = queue.dispatchers[uuid]
+        dispatcher.thread.start()
+
+        def activated():
+            tm.begin()
+            record = queue.dispatchers.get(uuid)
+            return record if record is not None and record.activated else None
+        record = utils.wait_for(activated, args.timeout)
+        if record is None:
+            raise UsageError('the dispatcher did not activate (another '
+                             'process using %s?)' % path)
         if 'main' not in record:
-            record['main'] = agent_module.Agent(size=args.workers)
+            record['main'] = Agent(size=args.workers)
         record['main'].size = args.workers
 
         began = time.perf_counter()
@@ -193,9 +193,9 @@ def run(args):
         for job in failures:
             failure = job.result
             frame = failure.frames[-1] if failure.frames else None
-            where = '' if frame is None else '\n      File "%s", line %s, in ' \
-                '%s: %s' % (frame.filename, frame.lineno, frame.name,
-                            frame.line)
+            where = '' if frame is None else (
+                '\n      File "%s", line %s, in %s: %s'
+                % (frame.filename, frame.lineno, frame.name, frame.line))
             out.write('  %s after %d attempts: %s: %s%s\n' % (
                 job.callable.__name__, _attempts.get('doomed', 1),
                 failure.type_name, failure.getErrorMessage(), where))
@@ -205,14 +205,8 @@ def run(args):
         out.write('The database stays in %s.\n' % path)
         return 0
     finally:
-        if thread is not None and thread.is_alive():
-            reactor.callFromThread(reactor.stop)
-            thread.join(10)
         if dispatcher is not None:
-            if dispatcher.activated:
-                dispatcher.deactivate()
-            dispatcher.join(10)
-            dispatcher_module._dispatchers.pop(dispatcher.UUID, None)
+            dispatcher.shutdown(timeout=10)
         tm.abort()
         conn.close()
         db.close()
@@ -221,13 +215,22 @@ def run(args):
         handler.close()
 
 
-def _wait(tm, predicate, seconds, message):
-    deadline = time.monotonic() + seconds
-    while True:
-        tm.begin()
-        if predicate():
-            return
-        if time.monotonic() > deadline:
-            from zasync.cli_commands import UsageError
-            raise UsageError(message)
-        time.sleep(0.02)
+def add_commands(subparsers):
+    """Register ``zasync demo``."""
+    parser = subparsers.add_parser(
+        'demo', help='run a batch of sample jobs in an embedded database',
+        description='Run sample jobs (fast ones, a long one with progress, '
+        'one failing then retried, one failing for good, one with a '
+        'callback, one scheduled a few seconds ahead) with an in-process '
+        'dispatcher, on a FileStorage in VAR; then report.')
+    parser.add_argument('--var', default='var',
+                        help='directory for the database and the instance '
+                        'UUID (default: var)')
+    parser.add_argument('--workers', type=int, default=4,
+                        help='worker threads of the agent (default: 4)')
+    parser.add_argument('--poll-interval', type=float, default=0.5,
+                        help='seconds between housekeeping polls '
+                        '(default: 0.5)')
+    parser.add_argument('--timeout', type=float, default=60,
+                        help='give up after this many seconds (default: 60)')
+    parser.set_defaults(func=run)

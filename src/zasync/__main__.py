@@ -1,0 +1,6 @@
+"""``python -m zasync``: the ``zasync`` command."""
+import sys
+
+from zasync.cli import main
+
+sys.exit(main())

@@ -1,0 +1,48 @@
+"""The ``zasync`` command: ``zasync COMMAND [OPTIONS]``.
+
+Each module of this package registers its sub-commands with an
+``add_commands(subparsers)`` function, which sets ``func`` (called with the
+parsed arguments, returning the exit status) on each parser; ``COMMANDS``
+lists those functions.  ``main`` reports a ``UsageError`` as one line with
+exit status 1.  ``python -m zasync`` and ``python -m zasync.cli`` run it
+too.
+"""
+import argparse
+import sys
+
+from zasync.cli import demo
+from zasync.cli import inspect
+from zasync.cli import worker
+from zasync.cli.common import UsageError
+
+__all__ = ['COMMANDS', 'UsageError', 'build_parser', 'main']
+
+COMMANDS = [demo.add_commands, worker.add_commands, inspect.add_commands]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog='zasync', description='Durable background jobs for ZODB.')
+    subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
+    for add in COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return
+    the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, 'func', None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return func(args) or 0
+    except UsageError as e:
+        print('zasync %s: error: %s' % (args.command, e), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('zasync %s: interrupted' % args.command, file=sys.stderr)
+        return 130

@@ -1,0 +1,253 @@
+"""``zasync status``, ``jobs``, ``job ID`` and ``stats``: look into a
+database's queues from the command line.
+
+Each command opens the database (``--zodb URI`` or ``--zope-conf FILE``;
+default: the demo's ``var/Data.fs``) read-only, asks ``zasync.inspection``
+and prints a table -- or JSON with ``--json``.  It never writes: a
+FileStorage is opened read-only (no lock, so a running worker may hold it),
+and every transaction is aborted.
+"""
+import datetime
+
+from zasync import inspection
+from zasync import utils
+from zasync.cli.common import ReadOnlyDatabase
+from zasync.cli.common import UsageError
+from zasync.cli.common import add_database_arguments
+from zasync.cli.common import print_json
+from zasync.cli.output import age
+from zasync.cli.output import duration
+from zasync.cli.output import short_time
+from zasync.cli.output import table
+
+__all__ = ['COMMANDS', 'add_commands', 'job', 'jobs', 'stats', 'status']
+
+
+# --------------------------------------------------------------------------
+# Options
+
+
+def _database_options(parser):
+    add_database_arguments(parser)
+    parser.add_argument('--json', action='store_true',
+                        help='print JSON instead of a table')
+    parser.add_argument('--timeout', type=float, default=10,
+                        help='seconds to wait for a ZEO server (default 10)')
+
+
+def configure_status(parser):
+    _database_options(parser)
+
+
+def configure_jobs(parser):
+    _database_options(parser)
+    parser.add_argument(
+        '--state', metavar='S',
+        help='only jobs in these states (comma-separated): %s, or the '
+             'outcomes %s' % (', '.join(inspection.STATE_NAMES),
+                              ', '.join(inspection.OUTCOMES)))
+    parser.add_argument(
+        '--callable', metavar='GLOB',
+        help='only jobs whose callable\'s dotted name matches GLOB, e.g. '
+             '"myapp.reports.*" or "*send_mail"')
+    parser.add_argument('--limit', type=int, default=100,
+                        help='show at most this many jobs (default 100; 0: '
+                             'all)')
+
+
+def configure_job(parser):
+    _database_options(parser)
+    parser.add_argument('id', help='the job id (its oid, in decimal; what '
+                                   '"zasync jobs" shows)')
+
+
+def configure_stats(parser):
+    _database_options(parser)
+
+
+COMMANDS = [
+    ('status', configure_status,
+     'dispatchers (alive, dead, stopped), their agents and last pings, and '
+     'the length of each queue'),
+    ('jobs', configure_jobs,
+     'list jobs: pending, claimed, running and recently completed'),
+    ('job', configure_job,
+     'show one job: call, status, times, retries, result or traceback'),
+    ('stats', configure_stats,
+     'job counts by state, outcomes, durations and recent throughput'),
+]
+
+
+def add_commands(subparsers):
+    """Register ``zasync status``, ``jobs``, ``job`` and ``stats``."""
+    functions = {'status': status, 'jobs': jobs, 'job': job, 'stats': stats}
+    for name, configure, help in COMMANDS:
+        parser = subparsers.add_parser(name, help=help, description=help)
+        configure(parser)
+        parser.set_defaults(func=functions[name])
+
+
+# --------------------------------------------------------------------------
+# zasync status
+
+
+def status(args):
+    with ReadOnlyDatabase(args) as database:
+        database.queues()
+        now = utils.now()   # (after the last pings we read)
+        info = inspection.status_info(database.root, now)
+    if args.json:
+        print_json({'time': inspection.when(now), 'queues': info})
+        return 0
+    blocks = []
+    for queue in info:
+        head = 'queue %r: %d pending' % (queue['name'], queue['pending'])
+        if queue['due_later']:
+            head += ' (%d due later)' % queue['due_later']
+        rows = []
+        for da in queue['dispatchers']:
+            last_ping = da['last_ping'] and datetime.datetime.fromisoformat(
+                da['last_ping'])
+            activated = da['activated'] and datetime.datetime.fromisoformat(
+                da['activated'])
+            rows.append({
+                'uuid': da['uuid'], 'state': da['state'],
+                'activated': short_time(activated) if activated else '-',
+                'ping': age(last_ping, now),
+                'intervals': '%g/%g s' % (da['ping_interval'],
+                                          da['death_interval']),
+                'agents': ', '.join('%s %d/%d' % (a['name'], len(a['jobs']),
+                                                  a['size'])
+                                    for a in da['agents']) or '-'})
+        if rows:
+            body = table(rows, [
+                ('uuid', 'DISPATCHER'), ('state', 'STATE'),
+                ('activated', 'ACTIVATED (UTC)'), ('ping', 'LAST PING'),
+                ('intervals', 'PING/DEATH'), ('agents', 'AGENTS (JOBS/SIZE)')])
+        else:
+            body = 'no dispatcher has served this queue yet'
+        blocks.append(head + '\n' + body)
+    print('\n\n'.join(blocks) if blocks else 'no queues')
+    return 0
+
+
+# --------------------------------------------------------------------------
+# zasync jobs
+
+
+def jobs(args):
+    try:
+        states = inspection.parse_states(args.state)
+    except ValueError as e:
+        raise UsageError(str(e))
+    with ReadOnlyDatabase(args) as database:
+        database.queues()
+        selected = [found for found in inspection.find_jobs(database.root)
+                    if inspection.matches(found, states, args.callable)]
+        total = len(selected)
+        if args.limit:
+            selected = selected[:args.limit]
+        rows = [found.summary() for found in selected]
+        for row, found in zip(rows, selected):
+            row['location'] = found.location
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print('no jobs')
+        return 0
+    for row in rows:
+        row['started'] = short_time(
+            row['started'] and datetime.datetime.fromisoformat(
+                row['started']))
+        call = row['call']
+        row['call'] = call if len(call) <= 50 else call[:47] + '...'
+    print(table(rows, [('id', 'ID'), ('status', 'STATUS'),
+                       ('location', 'WHERE'), ('call', 'CALL'),
+                       ('started', 'STARTED (UTC)'), ('result', 'RESULT')]))
+    if total > len(rows):
+        print('(%d more; use --limit)' % (total - len(rows)))
+    return 0
+
+
+# --------------------------------------------------------------------------
+# zasync job ID
+
+
+def job(args):
+    with ReadOnlyDatabase(args) as database:
+        try:
+            found = inspection.load_job(database.conn, args.id)
+        except (ValueError, LookupError) as e:
+            raise UsageError(str(e))
+        info = inspection.job_details(found, database.root)
+    if args.json:
+        print_json(info)
+        return 0
+    lines = []
+
+    def line(title, value):
+        if value not in (None, '', [], {}):
+            lines.append('%-13s %s' % (title + ':', value))
+
+    line('job', info['id'])
+    line('call', info['call'])
+    line('status', info['status'] + (
+        ' (%s)' % info['outcome'] if info['outcome'] else ''))
+    line('queue', repr(info['queue']) if info['queue'] is not None else None)
+    line('where', info['where'] + (
+        ' in agent %r of dispatcher %s' % (info['agent'], info['dispatcher'])
+        if info['agent'] else ''))
+    line('put by', info['assigner'])
+    line('begin after', info['begin_after'])
+    line('begin by', info['begin_by'] and '%g s' % info['begin_by'])
+    line('quotas', ', '.join(info['quota_names']))
+    line('started', info['started'])
+    line('ended', info['ended'])
+    line('duration', duration(info['duration'])
+         if info['duration'] is not None else None)
+    line('retry policy', info['retry_policy'])
+    for key, value in sorted(info['retry_data'].items()):
+        line('  ' + key, value)
+    line('annotations', ', '.join(info['annotations']))
+    for callback in info['callbacks']:
+        line('callback', '%s %s [%s]' % (callback['id'], callback['call'],
+                                         callback['status']))
+    line('result', info['result'])
+    line('error', info['error'])
+    print('\n'.join(lines))
+    if info['traceback']:
+        print()
+        print(info['traceback'].rstrip())
+    return 0
+
+
+# --------------------------------------------------------------------------
+# zasync stats
+
+
+def stats(args):
+    with ReadOnlyDatabase(args) as database:
+        database.queues()
+        now = utils.now()
+        info = inspection.stats_info(database.root, now)
+    if args.json:
+        print_json(info)
+        return 0
+    rows = [{'state': name, 'count': info['jobs'][name]}
+            for name in (list(inspection.STATE_NAMES)
+                         + list(inspection.OUTCOMES))]
+    print(table(rows, [('state', 'STATE'), ('count', 'JOBS')]))
+    durations = info['durations']
+    print()
+    print('durations of %d completed job(s): median %s, p90 %s, max %s' % (
+        durations['count'], duration(durations['median']),
+        duration(durations['p90']), duration(durations['max'])))
+    print('completed in the last minute: %d, in the last hour: %d' % (
+        info['completed_last_minute'], info['completed_last_hour']))
+    if info['throughput']:
+        print('throughput while completing them: %.1f jobs/s'
+              % info['throughput'])
+    print('dispatchers: %(alive)d alive, %(dead)d dead, %(stopped)d stopped'
+          % info['dispatchers'])
+    return 0
