@@ -524,49 +524,55 @@ class Job(_AddCallbacks, utils.Base):
         data_cache = {}
         while True:
             zlocal.local.job = self
-            setup_info = _NO_SETUP
-            try:
-                setup_info = self.setUp()
-                res = self.callable(*effective_args, **effective_kwargs)
-            except utils.EXPLOSIVE_ERRORS:
-                tm.abort()
-                self._tear_down(setup_info, tm)
-                raise
-            except Exception:
-                res = Failure()
-                again = self._after_error('jobError', res, setup_info,
-                                          data_cache, tm)
-                if again is _RESCHEDULED:
-                    return self
-                if again:
-                    continue
+            setup = [_NO_SETUP]   # what setUp returned, once it has
+
+            def call():
+                setup[0] = self.setUp()
+                return self.callable(*effective_args, **effective_kwargs)
+            res, decision = self._step(call, 'jobError', setup, data_cache,
+                                       tm)
+            if decision is _RESCHEDULED:
+                return self
+            if decision:
+                continue
             # The result, and with it the callable's effects, commit now.
-            try:
-                run_callbacks = self._set_result(res, tm, data_cache)
-            except utils.EXPLOSIVE_ERRORS:
-                tm.abort()
-                self._tear_down(setup_info, tm)
-                raise
-            except Exception:
-                failure = Failure()
-                again = self._after_error('commitError', failure, setup_info,
-                                          data_cache, tm)
-                if again is _RESCHEDULED:
-                    return self
-                if again:
-                    continue
-                self._log_discarded_outcome(res, failure)
-                self._store_commit_failure(failure, data_cache, tm)
-                res = failure
-                run_callbacks = True
+            outcome, decision = self._step(
+                lambda: self._set_result(res, tm, data_cache), 'commitError',
+                setup, data_cache, tm)
+            if decision is None:
+                run_callbacks = outcome
+                self._tear_down(setup[0], tm)
+            elif decision is _RESCHEDULED:
+                return self
+            elif decision:
+                continue
             else:
-                self._tear_down(setup_info, tm)
+                self._log_discarded_outcome(res, outcome)
+                self._store_commit_failure(outcome, data_cache, tm)
+                res = outcome
+                run_callbacks = True
             if self._status_id in (_CALLBACKS, _COMPLETED):
                 self._log_completion(res)
             if run_callbacks:
                 utils.never_fail(self.resumeCallbacks,
                                  'performing callbacks of %r' % (self,), tm)
             return res
+
+    def _step(self, step, call_name, setup, data_cache, tm):
+        """Run ``step()`` -- the callable, or the commit of its result.
+        Return ``(value, None)``; after an error, ``(failure, decision)``
+        with ``_after_error``'s decision.  Explosive errors abort, tear
+        down (``setup[0]``: what ``setUp`` returned) and propagate."""
+        try:
+            return step(), None
+        except utils.EXPLOSIVE_ERRORS:
+            tm.abort()
+            self._tear_down(setup[0], tm)
+            raise
+        except Exception:
+            failure = Failure()
+            return failure, self._after_error(call_name, failure, setup[0],
+                                              data_cache, tm)
 
     def _tear_down(self, setup_info, tm):
         if setup_info is _NO_SETUP:

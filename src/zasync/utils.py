@@ -16,6 +16,7 @@ import ZODB.utils
 import zope.interface
 
 from zasync import interfaces
+from zasync.failure import Failure
 
 __all__ = ['BACKOFF_INCREMENT', 'Base', 'check_begin_by', 'connection',
            'custom_repr', 'deadline_passed', 'dt_to_long', 'events_log',
@@ -208,6 +209,23 @@ BACKOFF_INCREMENT = 5
 MAX_BACKOFF = 60
 
 
+def _attempt(call, tm, commit=True):
+    """Call ``call()`` and commit, once: ``(value, None)``, or ``(None,
+    error)`` after an error (aborted).  Explosive errors abort and
+    propagate."""
+    try:
+        result = call()
+        if commit:
+            tm.commit()
+    except EXPLOSIVE_ERRORS:
+        tm.abort()
+        raise
+    except Exception as e:
+        tm.abort()
+        return None, e
+    return result, None
+
+
 def never_fail(call, identifier, tm):
     """Call ``call()`` and commit, until both succeed; return the value.
 
@@ -220,32 +238,25 @@ def never_fail(call, identifier, tm):
     other_count = 0
     backoff = INITIAL_BACKOFF
     while True:
-        try:
-            result = call()
-            tm.commit()
-        except EXPLOSIVE_ERRORS:
-            tm.abort()
-            raise
-        except TRANSACTION_ERRORS:
-            tm.abort()
+        result, error = _attempt(call, tm)
+        if error is None:
+            return result
+        if isinstance(error, TRANSACTION_ERRORS):
             trans_count += 1
             if trans_count % 5 == 0:
                 events_log.warning(
                     '%d consecutive transaction errors while %s',
-                    trans_count, identifier, exc_info=True)
-        except Exception as e:
-            tm.abort()
-            other_count += 1
-            if other_count == 1 or other_count % 10 == 0:
-                level = (logging.ERROR if isinstance(e, SYSTEM_ERRORS)
-                         else logging.CRITICAL)
-                events_log.log(
-                    level, 'Error while %s (%d so far); retrying in %s s',
-                    identifier, other_count, backoff, exc_info=True)
-            sleep(backoff)
-            backoff = min(MAX_BACKOFF, backoff + BACKOFF_INCREMENT)
-        else:
-            return result
+                    trans_count, identifier, exc_info=error)
+            continue
+        other_count += 1
+        if other_count == 1 or other_count % 10 == 0:
+            level = (logging.ERROR if isinstance(error, SYSTEM_ERRORS)
+                     else logging.CRITICAL)
+            events_log.log(
+                level, 'Error while %s (%d so far); retrying in %s s',
+                identifier, other_count, backoff, exc_info=error)
+        sleep(backoff)
+        backoff = min(MAX_BACKOFF, backoff + BACKOFF_INCREMENT)
 
 
 def try_five_times(call, identifier, tm, commit=True):
@@ -254,30 +265,21 @@ def try_five_times(call, identifier, tm, commit=True):
     Returns the value, or a ``Failure`` when it gave up (logged CRITICAL).
     Explosive errors propagate.
     """
-    from zasync.failure import Failure
     tries = 0
     while True:
-        try:
-            result = call()
-            if commit:
-                tm.commit()
-        except EXPLOSIVE_ERRORS:
-            tm.abort()
-            raise
-        except TRANSACTION_ERRORS:
-            tm.abort()
-            tries += 1
-            if tries >= 5:
-                events_log.critical(
-                    'Five consecutive transaction errors while %s',
-                    identifier, exc_info=True)
-                return Failure()
-        except Exception:
-            tm.abort()
-            events_log.critical('Error while %s', identifier, exc_info=True)
-            return Failure()
-        else:
+        result, error = _attempt(call, tm, commit)
+        if error is None:
             return result
+        if isinstance(error, TRANSACTION_ERRORS):
+            tries += 1
+            if tries < 5:
+                continue
+            events_log.critical(
+                'Five consecutive transaction errors while %s',
+                identifier, exc_info=error)
+        else:
+            events_log.critical('Error while %s', identifier, exc_info=error)
+        return Failure(error)
 
 
 @contextlib.contextmanager

@@ -9,9 +9,12 @@ comes back) until a condition holds, and fails loudly when its time is up.
 """
 import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import unittest
 
 import transaction
 
@@ -308,3 +311,36 @@ class ScaleOutLayer(WorkersLayer, PostgreSQLLayer):
     @classmethod
     def testTearDown(cls):
         stop_all()
+
+
+# --------------------------------------------------------------------------
+# A test case
+
+
+class WorkersTestCase(unittest.TestCase):
+    """A test of worker processes on the ZEO server of ``WorkersLayer``:
+    ``self.directory`` (temporary: logs, UUID files), ``self.server``,
+    ``self.db`` and ``self.conn`` / ``self.tm`` (a client of our own);
+    ``self.worker(name, options)`` makes a ``WorkerProcess``.  The layer
+    stops the workers after each test."""
+
+    layer = WorkersLayer
+
+    def setUp(self):
+        super().setUp()
+        self.directory = tempfile.mkdtemp(prefix='zasync-test-workers-')
+        self.server = ZEOLayer.server
+        self.db = self.server.db()
+        self.conn = new_connection(self.db)
+        self.tm = self.conn.transaction_manager
+
+    def tearDown(self):
+        self.tm.abort()
+        self.conn.close()
+        self.db.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+        super().tearDown()
+
+    def worker(self, name='w', options=()):
+        return WorkerProcess(self.server.uri, name, self.directory,
+                             list(options))

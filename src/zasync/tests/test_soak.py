@@ -7,20 +7,15 @@ and any number recorded twice belongs to a job that the killed worker was
 running -- the test reports such doubles instead of hiding them.
 """
 import collections
-import shutil
 import subprocess
 import sys
-import tempfile
-import unittest
 
 from zasync import interfaces
 from zasync.failure import Failure
 from zasync.testing.processes import WorkerProcess
-from zasync.testing.processes import WorkersLayer
-from zasync.testing.processes import new_connection
+from zasync.testing.processes import WorkersTestCase
 from zasync.testing.processes import wait_for_worker
 from zasync.testing.processes import wait_until
-from zasync.testing.servers import ZEOLayer
 from zasync.testing.servers import subprocess_env
 from zasync.tests import jobs
 from zasync.tests.enqueue import ENQUEUED
@@ -34,27 +29,17 @@ OPTIONS = ['--poll-interval', '0.1', '--ping-interval', '0.2',
 report = {}
 
 
-class SoakTest(unittest.TestCase):
-
-    layer = WorkersLayer
+class SoakTest(WorkersTestCase):
 
     def setUp(self):
-        self.directory = tempfile.mkdtemp(prefix='zasync-soak-')
-        self.server = ZEOLayer.server
-        self.db = self.server.db()
-        self.conn = new_connection(self.db)
-        self.tm = self.conn.transaction_manager
+        super().setUp()
         self.enqueuer = None
 
     def tearDown(self):
         if self.enqueuer is not None and self.enqueuer.poll() is None:
             self.enqueuer.kill()
             self.enqueuer.wait(30)
-        self.tm.abort()
-        self.conn.close()
-        self.db.close()
-        # (WorkersLayer stops the worker processes.)
-        shutil.rmtree(self.directory, ignore_errors=True)
+        super().tearDown()   # (WorkersLayer stops the worker processes.)
 
     def done(self):
         tree = self.conn.root()[jobs.RECORDS]

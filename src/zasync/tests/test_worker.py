@@ -17,13 +17,11 @@ import ZODB.FileStorage
 
 from zasync import interfaces
 from zasync.job import Job
-from zasync.testing.processes import WorkerProcess
 from zasync.testing.processes import run_command
-from zasync.testing.processes import WorkersLayer
+from zasync.testing.processes import WorkersTestCase
 from zasync.testing.processes import new_connection
 from zasync.testing.processes import wait_for_worker
 from zasync.testing.processes import wait_until
-from zasync.testing.servers import ZEOLayer
 from zasync.tests import jobs
 
 FAST = ['--poll-interval', '0.1', '--ping-interval', '0.2',
@@ -36,26 +34,10 @@ def zasync(*args, timeout=60):
     return result.returncode, result.stdout, result.stderr
 
 
-class WorkerTestCase(unittest.TestCase):
-
-    layer = WorkersLayer
-
-    def setUp(self):
-        self.directory = tempfile.mkdtemp(prefix='zasync-test-worker-')
-        self.server = ZEOLayer.server
-        self.db = self.server.db()
-        self.conn = new_connection(self.db)
-        self.tm = self.conn.transaction_manager
-
-    def tearDown(self):
-        self.tm.abort()
-        self.conn.close()
-        self.db.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
+class WorkerTestCase(WorkersTestCase):
 
     def worker(self, name='w', options=FAST):
-        return WorkerProcess(self.server.uri, name, self.directory,
-                             list(options))
+        return super().worker(name, options)
 
     def queue(self):
         return self.conn.root()[interfaces.KEY]['']

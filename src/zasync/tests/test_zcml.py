@@ -34,6 +34,17 @@ def triple(x):
     return 3 * x
 
 
+def run_through_manager(conn, number):
+    """Put ``triple(number)`` with the job manager, in a site stored in
+    ``conn``'s database; return its result."""
+    conn.root()['site'] = site = StubSite()
+    conn.transaction_manager.commit()
+    manager = zope.component.getUtility(interfaces.IJobManager)
+    job_id = manager.put(zasync.job.Job(triple, number), site)
+    conn.transaction_manager.commit()
+    return testing.wait_for_result(manager.get(job_id, site), 10)
+
+
 class ConfigureTests(ZopeTestCase):
 
     def test_base_registrations(self):
@@ -117,37 +128,30 @@ class DirectiveTests(ZopeTestCase):
             self.assertIsNot(obj._p_jar, conn)
             self.assertEqual(obj._p_jar.db().database_name, 'async')
 
-    def test_single_policy_runs_jobs(self):
-        zope.configuration.xmlconfig.file('single.zcml', zasync)
+    def start_policy(self, policy, db):
+        """Load a ready-made policy, open ``db``; return its dispatcher."""
+        zope.configuration.xmlconfig.file(policy, zasync)
         zope.component.provideUtility(
             uuid.uuid4(), interfaces.IUUID)
-        db = self.open_db()
         zope.event.notify(interfaces.DatabaseOpened(db))
         dispatcher = zasync.dispatcher.get()
         self.dispatchers.append(dispatcher)
+        return dispatcher
+
+    def test_single_policy_runs_jobs(self):
+        db = self.open_db()
+        dispatcher = self.start_policy('single.zcml', db)
         self.assertIs(dispatcher.db, db)
         self.assertTrue(dispatcher.thread.daemon)
         conn = self.connect(db)
-        conn.root()['site'] = site = StubSite()
-        conn.transaction_manager.commit()
-        manager = zope.component.getUtility(interfaces.IJobManager)
-        job_id = manager.put(zasync.job.Job(triple, 14), site)
-        conn.transaction_manager.commit()
-        job = manager.get(job_id, site)
-        self.assertEqual(testing.wait_for_result(job, 10), 42)
+        self.assertEqual(run_through_manager(conn, 14), 42)
         # the agent: 'main', 3 threads
         da = conn.root()[interfaces.KEY][''].dispatchers[dispatcher.UUID]
         self.assertEqual(list(da), ['main'])
         self.assertEqual(da['main'].size, 3)
 
     def test_multidb_policy_dispatches_on_the_async_database(self):
-        zope.configuration.xmlconfig.file('multidb.zcml', zasync)
-        zope.component.provideUtility(
-            uuid.uuid4(), interfaces.IUUID)
-        db = self.open_multidb()
-        zope.event.notify(interfaces.DatabaseOpened(db))
-        dispatcher = zasync.dispatcher.get()
-        self.dispatchers.append(dispatcher)
+        dispatcher = self.start_policy('multidb.zcml', self.open_multidb())
         self.assertEqual(dispatcher.db.database_name, 'async')
         testing.get_poll(dispatcher, 0, seconds=10)
 
@@ -304,13 +308,7 @@ class FtestingTests(ZopeTestCase):
             with self.assertRaises(RuntimeError):
                 ftesting.setUp(db=db)
             conn = self.connect(db)
-            conn.root()['site'] = site = StubSite()
-            conn.transaction_manager.commit()
-            manager = zope.component.getUtility(interfaces.IJobManager)
-            job_id = manager.put(zasync.job.Job(triple, 5), site)
-            conn.transaction_manager.commit()
-            self.assertEqual(
-                testing.wait_for_result(manager.get(job_id, site), 10), 15)
+            self.assertEqual(run_through_manager(conn, 5), 15)
         finally:
             ftesting.tearDown()
         self.assertFalse(dispatcher.thread.is_alive())
