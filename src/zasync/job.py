@@ -41,9 +41,11 @@ from zasync.retry import callback_retry_policy_factory
 from zasync.utils import events_log
 from zasync.utils import trace_log
 
-__all__ = ['as_job', 'ConditionalCallbackProxy', 'Job', 'NeverRetry',
-           'parallel', 'RetryCommonForever', 'RetryCommonFourTimes',
-           'RetryWithBackoff', 'serial', 'SuccessFailureCallbackProxy']
+__all__ = ['as_job', 'check_callback_settings', 'check_failure_log_level',
+           'check_retry_policy_factory', 'ConditionalCallbackProxy', 'Job',
+           'NeverRetry', 'parallel', 'RetryCommonForever',
+           'RetryCommonFourTimes', 'RetryWithBackoff', 'serial',
+           'SuccessFailureCallbackProxy']
 
 # Stored status ids; NEW is refined into PENDING/ASSIGNED by the parent.
 _NEW, _ACTIVE, _CALLBACKS, _COMPLETED = range(4)
@@ -144,9 +146,45 @@ def as_job(obj):
     return job
 
 
+def check_failure_log_level(value):
+    """Refuse a ``failure_log_level`` that is not None or a logging level
+    (an ``int``, e.g. ``logging.ERROR``)."""
+    if value is not None and (not isinstance(value, int)
+                              or isinstance(value, bool)):
+        raise ValueError('failure_log_level must be a logging level (an int '
+                         'such as logging.ERROR), not %r' % (value,))
+
+
+def check_retry_policy_factory(value, job):
+    """Refuse a ``retry_policy_factory`` that is neither None, a callable,
+    nor the name of an ``IRetryPolicy`` adapter registered for ``job``."""
+    if value is None:
+        return
+    if isinstance(value, str):
+        if zope.component.queryAdapter(
+                job, interfaces.IRetryPolicy, value) is None:
+            raise ValueError('no retry policy named %r is registered (an '
+                             'IRetryPolicy adapter of jobs)' % (value,))
+    elif not callable(value):
+        raise ValueError('retry_policy_factory must be a callable or the name '
+                         'of a registered IRetryPolicy adapter, not %r'
+                         % (value,))
+
+
+def check_callback_settings(callback):
+    """``check_failure_log_level`` and ``check_retry_policy_factory`` for a
+    callback (a job or a callback proxy) and, for a job, its own
+    callbacks."""
+    check_failure_log_level(callback.failure_log_level)
+    check_retry_policy_factory(callback.retry_policy_factory, callback)
+    for inner in getattr(callback, 'callbacks', ()):
+        check_callback_settings(inner)
+
+
 def _prepare_callback(callback, failure_log_level, retry_policy_factory,
                       parent):
     """Make ``callback`` ready to be a callback of ``parent``."""
+    check_failure_log_level(failure_log_level)
     if not interfaces.ICallbackProxy.providedBy(callback):
         callback = as_job(callback)
         if failure_log_level is not None:
@@ -157,6 +195,7 @@ def _prepare_callback(callback, failure_log_level, retry_policy_factory,
             callback.retry_policy_factory = retry_policy_factory
         elif callback.retry_policy_factory is None:
             callback.retry_policy_factory = callback_retry_policy_factory
+        check_callback_settings(callback)
     callback.parent = parent
     return callback
 
@@ -529,12 +568,17 @@ class Job(_AddCallbacks, utils.Base):
             def call():
                 setup[0] = self.setUp()
                 return self.callable(*effective_args, **effective_kwargs)
-            res, decision = self._step(call, 'jobError', setup, data_cache,
-                                       tm)
+            # Whatever the callable raises -- SystemExit, KeyboardInterrupt
+            # and other BaseExceptions included -- fails the job: it must
+            # not end its thread and leave the job ACTIVE.
+            res, decision = self._step(
+                call, 'jobError', setup, data_cache, tm, catch=BaseException,
+                explosive=(interfaces.ReassignedError,))
             if decision is _RESCHEDULED:
                 return self
             if decision:
                 continue
+            res = self._refuse_unqueued_job(res)
             # The result, and with it the callable's effects, commit now.
             outcome, decision = self._step(
                 lambda: self._set_result(res, tm, data_cache), 'commitError',
@@ -558,21 +602,45 @@ class Job(_AddCallbacks, utils.Base):
                                  'performing callbacks of %r' % (self,), tm)
             return res
 
-    def _step(self, step, call_name, setup, data_cache, tm):
+    def _step(self, step, call_name, setup, data_cache, tm,
+              catch=Exception, explosive=utils.EXPLOSIVE_ERRORS):
         """Run ``step()`` -- the callable, or the commit of its result.
-        Return ``(value, None)``; after an error, ``(failure, decision)``
-        with ``_after_error``'s decision.  Explosive errors abort, tear
-        down (``setup[0]``: what ``setUp`` returned) and propagate."""
+        Return ``(value, None)``; after an error of ``catch``, ``(failure,
+        decision)`` with ``_after_error``'s decision.  ``explosive``
+        errors abort, tear down (``setup[0]``: what ``setUp`` returned) and
+        propagate."""
         try:
             return step(), None
-        except utils.EXPLOSIVE_ERRORS:
+        except explosive:
             tm.abort()
             self._tear_down(setup[0], tm)
             raise
-        except Exception:
+        except catch:
             failure = Failure()
             return failure, self._after_error(call_name, failure, setup[0],
                                               data_cache, tm)
+
+    def _refuse_unqueued_job(self, res):
+        """A job returned by the callable is waited for; one that can
+        never run -- this job itself, or, for a job of a queue, a job put
+        in no queue -- would keep this one ACTIVE forever: fail it
+        instead.  (A job among our own arguments may be queued later by
+        our callbacks, as ``serial``/``parallel`` do with their
+        postprocess.)"""
+        if not interfaces.IJob.providedBy(res):
+            return res
+        if res is self:
+            problem = 'returned itself'
+        elif (res.status == NEW and res.parent is None
+              and self.queue is not None
+              and not any(arg is res for arg in self.args)
+              and not any(arg is res for arg in self.kwargs.values())):
+            problem = ('returned a job that is in no queue (put it in one, '
+                       'e.g. zasync.local.getQueue().put(job), and return '
+                       'what put returns)')
+        else:
+            return res
+        return Failure(ValueError('%r %s' % (self, problem)))
 
     def _tear_down(self, setup_info, tm):
         if setup_info is _NO_SETUP:

@@ -25,6 +25,9 @@ from zasync.interfaces import PENDING
 from zasync.job import Job
 from zasync.job import RetryCommonForever
 from zasync.job import as_job
+from zasync.job import check_callback_settings
+from zasync.job import check_failure_log_level
+from zasync.job import check_retry_policy_factory
 from zasync.utils import events_log
 
 __all__ = ['DispatcherAgents', 'Dispatchers', 'getDefaultQueue',
@@ -86,6 +89,17 @@ class Queue(utils.Base):
         begin_after = utils.to_utc(begin_after, 'begin_after')
         utils.check_begin_by(begin_by)
         now = utils.now()
+        utils.check_deadline(
+            begin_after or job.begin_after or now,
+            begin_by if begin_by is not None else job.begin_by)
+        check_failure_log_level(
+            failure_log_level if failure_log_level is not None
+            else job.failure_log_level)
+        check_retry_policy_factory(
+            retry_policy_factory if retry_policy_factory is not None
+            else job.retry_policy_factory, job)
+        for callback in job.callbacks:
+            check_callback_settings(callback)
         if failure_log_level is not None:
             job.failure_log_level = failure_log_level
         if retry_policy_factory is not None:
@@ -245,10 +259,25 @@ class Quota(utils.Base):
     processes cannot both take the last slot.
     """
 
+    _size = None
+
     def __init__(self, name, size):
         self.name = name
         self.size = size
         self._data = ()
+
+    @property
+    def size(self):
+        """How many jobs may run at once: a whole number, at least 1."""
+        return self._size
+
+    @size.setter
+    def size(self, value):
+        if (not isinstance(value, int) or isinstance(value, bool)
+                or value < 1):
+            raise ValueError('quota %r: the size must be a whole number of '
+                             'at least 1, not %r' % (self.name, value))
+        self._size = value
 
     def clean(self):
         """Drop jobs that do not count any more: done ones and ones

@@ -91,11 +91,27 @@ def check_begin_by(value):
     return value
 
 
+def check_deadline(begin_after, begin_by):
+    """Refuse a ``begin_after + begin_by`` past the last representable
+    time (year 9999): every claim would fail on it."""
+    if begin_after is not None and begin_by is not None:
+        try:
+            begin_after + begin_by
+        except OverflowError:
+            raise ValueError(
+                'begin_after + begin_by is past the year 9999 (begin_by %r): '
+                'use begin_by=None for no deadline' % (begin_by,)) from None
+
+
 def deadline_passed(begin_after, begin_by, now):
     """Whether a job with these settings should have started before
-    ``now`` (never, without a ``begin_by``)."""
-    return (begin_after is not None and begin_by is not None
-            and begin_after + begin_by < now)
+    ``now`` (never, without a ``begin_by``, or one past the year 9999)."""
+    if begin_after is None or begin_by is None:
+        return False
+    try:
+        return begin_after + begin_by < now
+    except OverflowError:
+        return False
 
 
 # --------------------------------------------------------------------------
