@@ -460,6 +460,8 @@ class Dispatcher:
             'pinging dispatcher %s in queue %r' % (self.UUID, name), tm)
         if isinstance(result, Failure):
             return
+        _quietly(queue.retryUnloadable,
+                 'retrying the jobs held in queue %r' % (name,), tm)
         agents_info = poll_info[name] = {}
         pools = self.queues.setdefault(name, {})
         da = queue.dispatchers[self.UUID]

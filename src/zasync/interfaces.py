@@ -22,7 +22,8 @@ __all__ = [  # noqa: F822 (two names come from __getattr__)
            'IFailure', 'IFilterAgent', 'IJob', 'IJobContainer', 'IJobManager',
            'IMainLoop', 'IObjectAdded', 'IProgressable', 'IProgressableJob',
            'IQueue', 'IQueues', 'IQuota', 'IQuotas', 'IReactor',
-           'IRetryPolicy', 'IUUID', 'JOBS_KEY', 'KEY', 'NEW', 'ObjectAdded',
+           'IRetryPolicy', 'IUUID', 'JobLoadError', 'JOBS_KEY', 'KEY', 'NEW',
+           'ObjectAdded',
            'PENDING', 'ReassignedError', 'Status', 'status_title', 'STATUSES',
            'TimeoutError', 'UnpicklableCallableError']
 
@@ -81,6 +82,13 @@ class AbortedError(Exception):
 
 class TimeoutError(Exception):
     """A job did not start before its deadline (or was failed by default)."""
+
+
+class JobLoadError(Exception):
+    """A job cannot be loaded in this process: its own class, its callable
+    or one of its arguments names a module or a name that cannot be
+    imported (a deployment removed or renamed it, or the module fails at
+    import).  The message names the module and the name."""
 
 
 class BadStatusError(Exception):

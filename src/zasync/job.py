@@ -6,6 +6,7 @@ retry policy says is worth retrying, then runs the callbacks.  See
 ``docs/job.rst`` for the narrative.
 """
 import datetime
+import importlib
 import io
 import logging
 import threading
@@ -16,9 +17,11 @@ import persistent
 import persistent.list
 import persistent.mapping
 import transaction
+import ZODB.utils
 import zope.component
 import zope.interface
 from ZODB._compat import PersistentPickler
+from ZODB.broken import Broken
 from ZODB._compat import _protocol
 
 from zasync import interfaces
@@ -41,11 +44,12 @@ from zasync.retry import callback_retry_policy_factory
 from zasync.utils import events_log
 from zasync.utils import trace_log
 
-__all__ = ['as_job', 'check_callback_settings', 'check_failure_log_level',
-           'check_retry_policy_factory', 'ConditionalCallbackProxy', 'Job',
-           'NeverRetry', 'parallel', 'RetryCommonForever',
-           'RetryCommonFourTimes', 'RetryWithBackoff', 'serial',
-           'SuccessFailureCallbackProxy']
+__all__ = ['as_job', 'broken_global', 'check_callback_settings',
+           'check_failure_log_level', 'check_retry_policy_factory',
+           'ConditionalCallbackProxy', 'import_problem', 'Job',
+           'load_problem', 'MissingCallable', 'NeverRetry', 'parallel',
+           'RetryCommonForever', 'RetryCommonFourTimes', 'RetryWithBackoff',
+           'serial', 'SuccessFailureCallbackProxy']
 
 # Stored status ids; NEW is refined into PENDING/ASSIGNED by the parent.
 _NEW, _ACTIVE, _CALLBACKS, _COMPLETED = range(4)
@@ -92,6 +96,10 @@ def _callable_problem(value):
         if '.' in qualname:
             return ('it is a function defined in a class; use a module-level '
                     'function or a method of a persistent object')
+    if getattr(value, '__module__', None) == '__main__' and isinstance(
+            value, (type, types.FunctionType)):
+        return ('it is defined in the __main__ script, which a worker '
+                'cannot import; define it in a module')
     if not callable(value):
         return 'it is not callable'
     if isinstance(value, (type, types.FunctionType,
@@ -229,6 +237,138 @@ def _repr_call(root, name, args, kwargs):
 
 
 # --------------------------------------------------------------------------
+# Jobs that cannot be loaded
+
+
+class MissingCallable:
+    """Stands, in a job, for a callable that cannot be imported any more
+    (``Job.markUnloadable``), so that the job can be stored again -- to
+    fail it.  Calling it raises ``JobLoadError``; ``resolve()`` imports the
+    callable, once the code is back."""
+
+    def __init__(self, module, name, attribute=None):
+        self.module = module
+        self.name = name
+        self.attribute = attribute   # a method of a broken persistent object
+
+    @property
+    def dotted_name(self):
+        return '%s.%s%s' % (self.module, self.name,
+                            '.' + self.attribute if self.attribute else '')
+
+    def resolve(self):
+        """The callable (``ImportError`` or ``AttributeError`` while it is
+        still missing).  A method of a persistent object cannot be found
+        again: ``LookupError``."""
+        if self.attribute:
+            raise LookupError('%s was a method of a persistent object'
+                              % self.dotted_name)
+        return getattr(importlib.import_module(self.module), self.name)
+
+    def __call__(self, *args, **kwargs):
+        raise interfaces.JobLoadError('%s cannot be imported: %s' % (
+            self.dotted_name, import_problem(self.module, self.name)))
+
+    def __repr__(self):
+        return '<missing %s>' % self.dotted_name
+
+
+def broken_global(value):
+    """``(module, name)`` of a broken class or an instance of one (ZODB
+    puts them where a global could not be imported), else None."""
+    if isinstance(value, MissingCallable):
+        return value.module, value.name
+    cls = value if isinstance(value, type) else type(value)
+    if issubclass(cls, Broken):
+        return cls.__module__, cls.__name__
+    return None
+
+
+def _broken_in(value, depth=3):
+    """The first ``(module, name)`` of a broken object in ``value`` and its
+    lists, tuples, sets and dicts (``depth`` levels deep), else None."""
+    found = broken_global(value)
+    if found is not None or depth <= 0:
+        return found
+    if isinstance(value, dict):
+        items = list(value.keys()) + list(value.values())
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = value
+    else:
+        return None
+    for item in items:
+        found = _broken_in(item, depth - 1)
+        if found is not None:
+            return found
+    return None
+
+
+def import_problem(module, name):
+    """Why ``module.name`` cannot be imported here, as one line."""
+    try:
+        imported = importlib.import_module(module)
+    except BaseException as e:   # a module failing at import: any error
+        return utils.one_line(e)
+    if not hasattr(imported, name):
+        return 'module %r has no attribute %r' % (module, name)
+    return 'it can be imported now'
+
+
+def _load_error_text(error):
+    """One line for an error raised while a job was unpickled: ZODB wraps
+    the real one (a module failing at import) without a message."""
+    cause = error
+    while not str(cause) and (cause.__cause__ or cause.__context__):
+        cause = cause.__cause__ or cause.__context__
+    text = utils.one_line(cause)
+    tb = cause.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        text += ' (in %s, line %d)' % (tb.tb_frame.f_code.co_filename,
+                                       tb.tb_lineno)
+    return text
+
+
+def load_problem(job):
+    """Why ``job`` cannot run in this process -- its own class, its
+    callable or one of its arguments cannot be imported -- as a
+    ``JobLoadError`` naming the module and the name; None if it can.
+
+    ZODB loads a missing global as a *broken* placeholder instead of
+    failing: such a job must never run (its placeholders would make a
+    wrong result), and its callable's placeholder cannot even be stored
+    again.  Nothing is written; the modules named are imported.
+    """
+    oid = getattr(job, '_p_oid', None)
+    label = 'job %s' % (ZODB.utils.u64(oid) if oid else '(unsaved)')
+    broken = broken_global(job)
+    if broken is not None:
+        return interfaces.JobLoadError(
+            '%s: its class %s.%s cannot be imported: %s'
+            % ((label,) + broken + (import_problem(*broken),)))
+    try:
+        job._p_activate()
+        root = job._callable_root
+        args, kwargs = list(job.args), dict(job.kwargs)
+    except Exception as e:   # a module failing at import while unpickling
+        return interfaces.JobLoadError('%s cannot be loaded: %s'
+                                       % (label, _load_error_text(e)))
+    broken = broken_global(root)
+    if broken is not None:
+        return interfaces.JobLoadError(
+            '%s: its callable %s.%s cannot be imported: %s'
+            % ((label,) + broken + (import_problem(*broken),)))
+    for value in args + list(kwargs.values()):
+        broken = _broken_in(value)
+        if broken is not None:
+            return interfaces.JobLoadError(
+                '%s: an argument of class %s.%s cannot be imported: %s'
+                % ((label,) + broken + (import_problem(*broken),)))
+    return None
+
+
+# --------------------------------------------------------------------------
 # The job
 
 
@@ -286,6 +426,20 @@ class Job(_AddCallbacks, utils.Base):
         return job
 
     # -- the callable ----------------------------------------------------
+
+    def markUnloadable(self):
+        """Replace a callable that cannot be imported by a
+        ``MissingCallable`` naming it, so that the job can be stored again
+        (and failed).  Return the ``MissingCallable``, or None if the
+        callable was fine."""
+        root = self._callable_root
+        broken = broken_global(root)
+        if broken is None or isinstance(root, MissingCallable):
+            return None
+        attribute = self._callable_name
+        self._callable_root = MissingCallable(broken[0], broken[1], attribute)
+        self._callable_name = None
+        return self._callable_root
 
     @property
     def callable(self):

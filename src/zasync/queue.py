@@ -4,6 +4,7 @@
 stored under ``''``.  See ``docs/queue.rst`` and ``docs/quotas.rst``.
 """
 import datetime
+import importlib
 import logging
 
 import persistent.interfaces
@@ -24,10 +25,14 @@ from zasync.interfaces import NEW
 from zasync.interfaces import PENDING
 from zasync.job import Job
 from zasync.job import RetryCommonForever
+from zasync.job import broken_global
 from zasync.job import as_job
 from zasync.job import check_callback_settings
 from zasync.job import check_failure_log_level
 from zasync.job import check_retry_policy_factory
+from zasync.job import load_problem
+from zasync.unloadable import UnloadableJobs
+from zasync.unloadable import job_id
 from zasync.utils import events_log
 
 __all__ = ['DispatcherAgents', 'Dispatchers', 'getDefaultQueue',
@@ -179,6 +184,10 @@ class Queue(utils.Base):
         now = utils.now()
         cleaned = set()
         for location, job in self._pending.entries(until=now):
+            problem = load_problem(job)
+            if problem is not None:
+                self._hold(location, job, problem, now)
+                continue
             begin_after = job.begin_after
             if begin_after is not None and begin_after > now:
                 continue    # due later within this second
@@ -201,6 +210,170 @@ class Queue(utils.Base):
                 candidate.parent = None
             return candidate
         return default
+
+    # -- jobs that cannot be loaded ---------------------------------------
+
+    #: how long after a job could first not be loaded it is failed with a
+    #: ``JobLoadError`` if no dispatcher could load it meanwhile
+    load_grace = datetime.timedelta(minutes=5)
+    #: the first pause before a held job is tried again; it doubles up to
+    #: ``load_retry_max``
+    load_retry = datetime.timedelta(seconds=2)
+    load_retry_max = datetime.timedelta(minutes=1)
+
+    _unloadable = None
+
+    @property
+    def unloadable(self):
+        """The jobs held because they cannot be loaded
+        (``zasync.unloadable.UnloadableJobs``)."""
+        if self._unloadable is None:
+            self._unloadable = UnloadableJobs()
+            self._unloadable.__parent__ = self
+            self._adopt(self._unloadable)
+        return self._unloadable
+
+    def unloadableJobs(self):
+        """The records of the held jobs (``UnloadableJob``), oldest job
+        first; reading them writes nothing."""
+        if self._unloadable is None:
+            return []
+        return list(self._unloadable)
+
+    def _hold(self, location, job, problem, now):
+        """Take a job that cannot be loaded out of the pending jobs
+        (without writing the job: its placeholders cannot be stored)."""
+        self._pending.discard(location, now)
+        record = self.unloadable.hold(job, str(problem), now, self.load_retry)
+        events_log.error(
+            'held in queue %r: %s (try %d; it is retried, and failed if no '
+            'dispatcher can load it by %s)', self.name, problem,
+            record.tries, (record.since + self.load_grace).isoformat())
+        return record
+
+    def _retry_pause(self, tries):
+        pause = self.load_retry * (2 ** min(max(tries - 1, 0), 16))
+        return min(pause, self.load_retry_max)
+
+    def retryUnloadable(self, now=None):
+        """Try again to load the held jobs that are due (dispatchers call
+        this when they poll).  A job that loads now goes back to the front
+        of the queue; one that no dispatcher could load within
+        ``load_grace`` is failed with a ``JobLoadError`` (a job whose own
+        class is gone cannot be: it stays held for an operator).  Return
+        ``(requeued, failed)`` counts."""
+        if self._unloadable is None or not len(self._unloadable):
+            return 0, 0
+        now = now or utils.now()
+        due = self._unloadable.due(now)
+        if not due:
+            return 0, 0
+        importlib.invalidate_caches()   # (a module deployed meanwhile)
+        requeued = failed = 0
+        for record in due:
+            job = record.job
+            if not job._p_changed:
+                job._p_invalidate()   # load it anew: its modules may be back
+            problem = load_problem(job)
+            if problem is None:
+                self._unloadable.pop(job_id(job))
+                self._pending.add(job, put_back=True)
+                events_log.info('job %d can be loaded now: back in queue %r',
+                                job_id(job), self.name)
+                requeued += 1
+                continue
+            record.tries += 1
+            record.last_try = now
+            record.reason = str(problem)
+            record.next_try = now + self._retry_pause(record.tries)
+            if now - record.since < self.load_grace:
+                continue
+            if broken_global(job) is not None:
+                record.given_up = True
+                events_log.critical(
+                    'job %d cannot be loaded and cannot be failed (its class '
+                    'is gone); it stays held in queue %r for an operator '
+                    '(zasync remove / requeue): %s', job_id(job), self.name,
+                    problem)
+                continue
+            job.markUnloadable()
+            self._unloadable.pop(job_id(job))
+            self._fail_later(job, problem, now)
+            events_log.error('failing job %d: no dispatcher could load it '
+                             'since %s: %s', job_id(job),
+                             record.since.isoformat(), problem)
+            failed += 1
+        return requeued, failed
+
+    def _fail_later(self, job, error, now):
+        """Queue, first in line, a job that fails ``job`` with ``error``
+        (its callbacks then run in a worker, as for any failure)."""
+        wrapper = Job(job.fail, error)
+        wrapper.begin_after = now
+        wrapper.assignerUUID = instanceuuid.current()
+        self._adopt(wrapper)
+        job.parent = wrapper
+        wrapper.parent = self
+        self._pending.add(wrapper, put_back=True)
+        return wrapper
+
+    # -- operators' actions -----------------------------------------------
+
+    def _held_or_pending(self, job):
+        """``('held', record)`` or ``('pending', location)``;
+        ``LookupError`` if ``job`` is neither here."""
+        if self._unloadable is not None:
+            record = self._unloadable.get(job_id(job))
+            if record is not None:
+                return 'held', record
+        location = self._pending.find(job)
+        if location is None:
+            raise LookupError('job %d is neither pending nor held in queue '
+                              '%r' % (job_id(job), self.name))
+        return 'pending', location
+
+    def failJob(self, job, reason):
+        """An operator fails a pending or held job: it leaves the pending
+        jobs, and a job queued first in line fails it with
+        ``AbortedError(reason)`` (its callbacks then run in a worker).
+        Return that job."""
+        where, found = self._held_or_pending(job)
+        now = utils.now()
+        if where == 'held':
+            if broken_global(job) is not None:
+                raise ValueError('job %d cannot be failed: its class cannot '
+                                 'be imported (remove it, or deploy the code '
+                                 'and requeue it)' % job_id(job))
+            job.markUnloadable()
+            self._unloadable.pop(job_id(job))
+        else:
+            self._pending.discard(found, now)
+        return self._fail_later(
+            job, interfaces.AbortedError('failed by an operator: %s'
+                                         % (reason,)), now)
+
+    def removeJob(self, job):
+        """An operator removes a pending or held job from the queue
+        (nothing runs it, and its callbacks do not run)."""
+        where, found = self._held_or_pending(job)
+        if where == 'held':
+            self._unloadable.pop(job_id(job))
+            if broken_global(job) is None:
+                job.markUnloadable()
+                job.parent = None
+        else:
+            self.remove(job)
+
+    def requeueJob(self, job):
+        """An operator puts a held job back, first in line (once its code
+        is deployed: if a dispatcher still cannot load it, it is held
+        again)."""
+        where, found = self._held_or_pending(job)
+        if where != 'held':
+            raise ValueError('job %d is pending, not held: nothing to '
+                             'requeue' % job_id(job))
+        self._unloadable.pop(job_id(job))
+        self._pending.add(job, put_back=True)
 
     def _quotas_of(self, job, cleaned):
         """The quotas ``job`` counts against, or None if one is full."""
