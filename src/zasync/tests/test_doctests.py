@@ -44,6 +44,7 @@ LAYERS = {}
 
 
 LAYERS['catastrophes.rst'] = WorkersLayer   # a ZEOLayer
+LAYERS['poison.rst'] = WorkersLayer
 LAYERS['deployment.rst'] = ScaleOutLayer    # ZEO and PostgreSQL
 
 

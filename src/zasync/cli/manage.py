@@ -1,0 +1,135 @@
+"""``zasync fail ID``, ``zasync remove ID`` and ``zasync requeue ID``: an
+operator's hand on stuck work.
+
+- ``fail ID --reason TEXT``: a pending job, or one held because it cannot
+  be loaded, is taken out of the queue and failed (``AbortedError`` with
+  the reason) by a job queued first in line: its callbacks run in a worker,
+  as for any failure.
+- ``remove ID``: a pending or held job leaves the queue; nothing runs it
+  and its callbacks do not run.
+- ``requeue ID``: a held job goes back to the front of the queue, once its
+  code is deployed (if a worker still cannot load it, it is held again).
+
+Each prints one line; an error is one line and a non-zero exit status.
+These commands write to the database (in one transaction, retried on a
+conflict); they never run job code themselves.  Running jobs are not
+touched.
+"""
+import transaction
+import ZODB.POSException
+
+from zasync import inspection
+from zasync import interfaces
+from zasync.cli.common import UsageError
+from zasync.cli.common import add_database_arguments
+from zasync.cli.common import open_uri
+from zasync.unloadable import job_id
+
+__all__ = ['add_commands', 'fail', 'remove', 'requeue']
+
+ATTEMPTS = 5
+
+
+def find(root, text):
+    """``(queue, job)`` for the job id ``text``: held in a queue because it
+    cannot be loaded, or pending in one; ``UsageError`` otherwise."""
+    conn = root._p_jar
+    queues = root.get(interfaces.KEY)
+    if queues is None:
+        raise UsageError('no zasync queues in this database')
+    try:
+        number = int(text)
+    except ValueError:
+        raise UsageError('job ids are whole numbers, not %r' % (text,))
+    for queue in queues.values():
+        for record in queue.unloadableJobs():
+            if job_id(record.job) == number:
+                return queue, record.job
+    try:
+        job = inspection.load_job(conn, text)
+    except (ValueError, LookupError) as e:
+        raise UsageError(str(e))
+    queue = job.parent
+    if job.status != interfaces.PENDING or not interfaces.IQueue.providedBy(
+            queue):
+        raise UsageError('job %s is %s, not pending or held: nothing to do'
+                         % (text, job.status.title.lower()))
+    return queue, job
+
+
+def _fail(queue, job, args):
+    wrapper = queue.failJob(job, args.reason)
+    return ('job %s: out of queue %r; job %d fails it with AbortedError(%r)'
+            % (args.id, queue.name, job_id(wrapper), args.reason))
+
+
+def _remove(queue, job, args):
+    queue.removeJob(job)
+    return 'job %s: removed from queue %r' % (args.id, queue.name)
+
+
+def _requeue(queue, job, args):
+    queue.requeueJob(job)
+    return 'job %s: back at the front of queue %r' % (args.id, queue.name)
+
+
+def _act(args, action):
+    if not args.zodb:
+        raise UsageError('give the database: --zodb URI')
+    db = open_uri(args.zodb, must_exist=True)
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        for attempt in range(ATTEMPTS):
+            tm.begin()
+            queue, job = find(conn.root(), args.id)
+            try:
+                message = action(queue, job, args)
+            except (ValueError, LookupError) as e:
+                raise UsageError(str(e))
+            try:
+                tm.commit()
+            except ZODB.POSException.ConflictError:
+                tm.abort()
+                if attempt == ATTEMPTS - 1:
+                    raise UsageError('the database kept changing; try again')
+                continue
+            print(message)
+            return 0
+    finally:
+        tm.abort()
+        conn.close()
+        db.close()
+
+
+def fail(args):
+    return _act(args, _fail)
+
+
+def remove(args):
+    return _act(args, _remove)
+
+
+def requeue(args):
+    return _act(args, _requeue)
+
+
+COMMANDS = [
+    ('fail', fail, 'fail a pending or held job (its callbacks run)'),
+    ('remove', remove, 'remove a pending or held job from its queue'),
+    ('requeue', requeue,
+     'put a job held because it could not be loaded back in its queue'),
+]
+
+
+def add_commands(subparsers):
+    """Register ``zasync fail``, ``remove`` and ``requeue``."""
+    for name, func, help in COMMANDS:
+        parser = subparsers.add_parser(name, help=help, description=help)
+        add_database_arguments(parser)
+        parser.add_argument('id', help='the job id (what "zasync jobs" '
+                                       'shows)')
+        if name == 'fail':
+            parser.add_argument('--reason', required=True,
+                                help='why (recorded in the failure)')
+        parser.set_defaults(func=func)
