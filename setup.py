@@ -10,18 +10,43 @@ def read(*names):
         return f.read()
 
 
-TESTS_REQUIRE = [
-    'zope.testing >= 5.0',
-    'zope.testrunner >= 6.0',
-    'zope.principalregistry >= 5.0',  # runner doctest: <principal>
-    'RelStorage >= 4.0',  # the PostgreSQL layer
-    'psycopg2-binary >= 2.9',
-    # functional layer: a real Zope WSGI application over HTTP
-    'zope.app.wsgi >= 5.0',
-    'zope.app.publication >= 5.0',
-    'zope.securitypolicy >= 5.0',
-    'zope.browserpage >= 5.0',
-    'zope.login >= 3.0',
+# The core: plain ZODB programs -- jobs, queues, dispatchers, agents, the
+# ``zasync`` command (demo, worker, inspection).  ``pip install zasync``.
+INSTALL_REQUIRES = [
+    'BTrees >= 4.11',
+    'persistent >= 4.9',
+    'transaction >= 3.0',
+    'ZODB >= 5.8',
+    'zodburi >= 2.5',   # zasync worker --zodb URI
+    'Twisted >= 22.10',  # the dispatcher's reactor
+    'zope.interface >= 5.5',
+    'zope.component >= 5.1',
+    'zope.event >= 4.6',
+    'zope.minmax >= 2.3',  # the queue's conflict-resolving counters
+]
+
+# Zope Toolkit and Grok applications: the ZCML (configure.zcml,
+# single.zcml, multidb.zcml, the zasync:jobs / zasync:dispatcher
+# directives), the JobManager and its traversal, jobs run with a site and
+# a principal (z3, background), and zope.conf (runner, worker --zope-conf).
+ZOPE_REQUIRE = [
+    'zope.processlifetime >= 2.4',  # IDatabaseOpened: the installers
+    'zope.configuration >= 5.0',
+    'zope.schema >= 6.2',
+    'zope.security >= 6.0',
+    'zope.authentication >= 5.0',
+    'zope.site >= 5.0',
+    'zope.location >= 5.0',
+    'zope.container >= 5.0',
+    'zope.publisher >= 6.0',
+    'zope.traversing >= 5.0',
+    'grokcore.component >= 4.0',
+    'ZConfig >= 3.6',
+    'zope.app.appsetup >= 5.0',  # runner: zope.conf, product-config
+]
+
+ZEO_REQUIRE = [
+    'ZEO >= 5.4',
 ]
 
 RELSTORAGE_REQUIRE = [
@@ -29,6 +54,27 @@ RELSTORAGE_REQUIRE = [
     # libpq's driver (pure-Python pg8000 does not set TCP_NODELAY and waits
     # for delayed ACKs: about 40 ms a commit over TCP)
     'psycopg2-binary >= 2.9',
+]
+
+# Everything the tests need (buildout installs ``zasync [test]``): every
+# extra, the test runner, the functional layer's Zope WSGI application
+# (tests/ftapp.zcml), and the tools of .ci/run.
+TESTS_REQUIRE = ZOPE_REQUIRE + ZEO_REQUIRE + RELSTORAGE_REQUIRE + [
+    'zope.testing >= 5.0',
+    'zope.testrunner >= 6.0',
+    'zope.principalregistry >= 5.0',  # runner doctest: <principal>
+    # functional layer: a real Zope WSGI application over HTTP
+    'zope.app.wsgi >= 5.0',
+    'zope.app.publication >= 5.0',
+    'zope.securitypolicy >= 5.0',
+    'zope.browserpage >= 5.0',
+    'zope.login >= 3.0',
+    'zope.annotation >= 5.0',
+    'zope.password >= 5.0',
+    'zope.error >= 5.0',
+    # .ci/run
+    'coverage >= 7.0',
+    'flake8 >= 7.0',
 ]
 
 setup(
@@ -45,47 +91,28 @@ setup(
         'Development Status :: 3 - Alpha',
         'Framework :: ZODB',
         'Framework :: Zope :: 3',
-        'License :: OSI Approved :: Zope Public License',
         'Programming Language :: Python :: 3',
         'Programming Language :: Python :: 3 :: Only',
     ],
     python_requires='>=3.10',
-    package_dir={'': 'src'},
-    packages=find_packages('src'),
+    # The narrative documentation (docs/*.rst, doctests) goes into the
+    # wheel too, as the data of a directory ``zasync/docs``: an installed
+    # zasync can be read, and tested, without the checkout.
+    package_dir={'': 'src', 'zasync.docs': 'docs'},
+    packages=find_packages('src') + ['zasync.docs'],
     include_package_data=True,
-    package_data={'zasync': ['*.zcml']},
+    package_data={
+        'zasync': ['*.zcml'],
+        'zasync.tests': ['*.zcml'],
+        'zasync.docs': ['*.rst'],
+    },
     zip_safe=False,
-    install_requires=[
-        'setuptools',
-        'BTrees >= 4.11',
-        'persistent >= 4.9',
-        'transaction >= 3.0',
-        'ZODB >= 5.8',
-        'ZEO >= 5.4',
-        'zodburi >= 2.5',
-        'Twisted >= 22.10',
-        'zope.interface >= 5.5',
-        'zope.component >= 5.1',
-        'zope.event >= 4.6',
-        'zope.minmax >= 2.3',
-        'zope.processlifetime >= 2.4',
-        'zope.security >= 6.0',
-        'zope.authentication >= 5.0',
-        'zope.configuration >= 5.0',
-        'zope.schema >= 6.2',
-        'ZConfig >= 3.6',
-        'zope.app.appsetup >= 5.0',  # runner: zope.conf, product-config
-        'zope.site >= 5.0',
-        # Zope integration (manager, ZCML, traverser)
-        'grokcore.component >= 4.0',
-        'zope.container >= 5.0',
-        'zope.location >= 5.0',
-        'zope.publisher >= 6.0',
-        'zope.traversing >= 5.0',
-    ],
+    install_requires=INSTALL_REQUIRES,
     extras_require={
-        'test': TESTS_REQUIRE,
+        'zope': ZOPE_REQUIRE,
+        'zeo': ZEO_REQUIRE,
         'relstorage': RELSTORAGE_REQUIRE,
+        'test': TESTS_REQUIRE,
     },
     entry_points={
         'console_scripts': [

@@ -13,9 +13,10 @@ One run prints:
   for ``--latency-jobs`` jobs enqueued one by one on an idle dispatcher;
 - peak memory (max RSS) of the process.
 
-Everything runs in this process: a real Twisted reactor in a thread drives
-an in-process dispatcher.  Only ``--storage file`` (FileStorage in a
-temporary directory) is implemented here so far.
+With ``--storage file`` everything runs in this process: a real Twisted
+reactor in a thread drives an in-process dispatcher on a FileStorage in a
+temporary directory.  ``--storage zeo|relstorage`` runs worker processes
+(``bench_scaleout.py``).
 """
 import argparse
 import os
@@ -194,7 +195,6 @@ def main(argv=None):
         import bench_scaleout   # worker processes: see its docstring
         bench_scaleout.run(args)
         return
-    sys.modules.setdefault('bench', sys.modules[__name__])
     zope.component.provideUtility(uuid.uuid4(), interfaces.IUUID)
     directory = tempfile.mkdtemp(prefix='zasync-bench-')
     try:
@@ -219,4 +219,7 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    # Run as the module ``bench``: a job's callable must be importable by
+    # its name, which a function of the ``__main__`` script is not.
+    import bench
+    bench.main()

@@ -1,15 +1,14 @@
 """Scale-out throughput: worker *processes* on ZEO or RelStorage.
 
     bin/py benchmarks/bench.py --storage zeo --workers 1|2 [--threads 3]
-                               [--jobs 5000] [--latency-jobs 100]
+                               [--jobs 5000] [--latency-jobs 300]
     bin/py benchmarks/bench.py --storage relstorage --workers 2
 
 (``bench.py`` hands ``--storage zeo|relstorage`` over to this module.)
 With these storages ``--workers`` is the number of ``zasync worker``
 processes, each with one agent of ``--threads`` threads.  A throw-away
-server is started on 127.0.0.1 (``zasync.testing.servers``: ZEO, or PostgreSQL
-for
-RelStorage with psycopg2).  One run prints:
+server is started on 127.0.0.1 (``zasync.testing.servers``: ZEO, or
+PostgreSQL for RelStorage with psycopg2).  One run prints:
 
 - the storage's raw commit rate for tiny transactions from one client
   (the ceiling);

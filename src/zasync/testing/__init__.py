@@ -23,13 +23,15 @@ from zasync.testing.waiters import wait
 from zasync.testing.waiters import wait_for_annotation
 from zasync.testing.waiters import wait_for_deactivation
 from zasync.testing.waiters import wait_for_death
+from zasync.testing.waiters import wait_for_job_info
 from zasync.testing.waiters import wait_for_result
 from zasync.testing.waiters import wait_for_start
 
 __all__ = ['DelayedCall', 'ManualClock', 'Reactor', 'TearDownDispatcherError',
            'get_poll', 'started_reactors', 'tear_down_dispatcher',
            'tear_down_dispatchers', 'wait', 'wait_for_annotation',
-           'wait_for_deactivation', 'wait_for_death', 'wait_for_result',
+           'wait_for_deactivation', 'wait_for_death', 'wait_for_job_info',
+           'wait_for_result',
            'wait_for_start']
 
 

@@ -17,7 +17,8 @@ from zasync.testing.reactor import Reactor
 from zasync.testing.reactor import started_reactors
 
 __all__ = ['get_poll', 'wait', 'wait_for_annotation', 'wait_for_deactivation',
-           'wait_for_death', 'wait_for_result', 'wait_for_start']
+           'wait_for_death', 'wait_for_job_info', 'wait_for_result',
+           'wait_for_start']
 
 
 def wait(check, seconds, message, conditions=()):
@@ -125,6 +126,20 @@ def wait_for_annotation(job, name, seconds=6):
         return None
     return wait(check, seconds, 'annotation %r never appeared on %r'
                 % (name, job)).value
+
+
+def wait_for_job_info(dispatcher, job, seconds=6):
+    """Wait until ``dispatcher`` has finished with ``job`` (its worker
+    thread recorded the outcome -- after the job's own commit and log);
+    return the job's information (``getJobInfo``)."""
+    def check():
+        try:
+            info = dispatcher.getJobInfo(job._p_oid)
+        except KeyError:
+            return None
+        return info if info['completed'] is not None else None
+    return wait(check, seconds, 'dispatcher %s never finished with %r'
+                % (dispatcher.UUID, job))
 
 
 def wait_for_deactivation(dispatcher, seconds=6):
