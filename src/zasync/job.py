@@ -1019,7 +1019,16 @@ class Job(_AddCallbacks, utils.Base):
         return True
 
     def _abort_interrupted(self, tm):
-        failure = Failure(interfaces.AbortedError())
+        policy = self._retry_policy
+        data = getattr(policy, 'data', None) or {}
+        count = data.get('interruptions')
+        failure = Failure(interfaces.AbortedError(
+            'interrupted%s -- its dispatcher stopped or died while it ran -- '
+            'and its retry policy (%s) did not try again: the work was '
+            'abandoned' % (
+                ' %d times' % count if isinstance(count, int) and count > 1
+                else '', type(policy).__name__ if policy is not None
+                else 'none')))
         if self._set_result(failure, tm):
             self._log_completion(failure)
             self.resumeCallbacks()

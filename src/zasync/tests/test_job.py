@@ -401,6 +401,8 @@ class InterruptTests(DatabaseTest):
             log.uninstall()
         self.assertEqual(job.status, interfaces.COMPLETED)
         self.assertTrue(job.result.check(interfaces.AbortedError))
+        self.assertIn('its dispatcher stopped or died while it ran',
+                      job.result.getErrorMessage())
         self.assertIn('cannot be retried: it is in no queue',
                       log.records[0].getMessage())
 
