@@ -15,7 +15,7 @@ import zope.interface
 from zasync import interfaces
 
 __all__ = ['EXPLANATION', 'FILE_NAME', 'current', 'file_name', 'getUUID',
-           'key', 'read_file', 'reset']
+           'key', 'read_file', 'reset', 'use']
 
 key = 'ZASYNC_UUID'
 FILE_NAME = 'uuid.txt'
@@ -55,12 +55,20 @@ def read_file(path, create=True):
 
     A missing file is created with a new UUID (and an explanation) unless
     ``create`` is false (then ``FileNotFoundError``); a file that does not
-    start with a UUID raises ``ValueError`` naming it.
+    start with a UUID raises ``ValueError`` naming it.  A file that cannot
+    be read or created (a directory, no permission, a parent that is a
+    file) raises an ``OSError`` whose message names it and says why.
     """
     path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError('the UUID file %s is a directory' % (path,))
     if os.path.exists(path):
-        with open(path) as f:
-            first = f.readline()
+        try:
+            with open(path, encoding='utf-8', errors='replace') as f:
+                first = f.readline(200)
+        except OSError as e:
+            raise type(e)('cannot read the UUID file %s: %s'
+                          % (path, e.strerror or e)) from None
         parsed = _parse(first)
         if parsed is None:
             raise ValueError('%s does not start with a UUID: %r'
@@ -68,10 +76,20 @@ def read_file(path, create=True):
         return parsed
     if not create:
         raise FileNotFoundError('no UUID file %s' % (path,))
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise NotADirectoryError('cannot create the UUID file %s: %s is not '
+                                 'a directory' % (path, parent))
     new = uuid.uuid1()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'w') as f:
-        f.write(str(new) + '\n' + EXPLANATION)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'w') as f:
+            f.write(str(new) + '\n' + EXPLANATION)
+    except OSError as e:
+        raise type(e)('cannot create the UUID file %s: %s'
+                      % (path, e.strerror or e)) from None
     return new
 
 
@@ -99,6 +117,18 @@ def current():
     registered (a worker, a test), else ``getUUID()``."""
     registered = zope.component.queryUtility(interfaces.IUUID)
     return registered if registered is not None else getUUID()
+
+
+def use(value):
+    """Make ``value`` (a ``uuid.UUID``) this process's UUID: what
+    ``getUUID()`` returns from now on, whatever the environment and the
+    current directory hold (a worker given ``--uuid-file``: the site ZCML's
+    ``IUUID`` utility then agrees with it, and no ``uuid.txt`` is made)."""
+    global _value
+    if not isinstance(value, uuid.UUID):
+        raise TypeError('expected a uuid.UUID, not %r' % (value,))
+    with _lock:
+        _value = value
 
 
 def reset():

@@ -21,7 +21,6 @@ import ZODB.POSException
 from zasync import inspection
 from zasync import interfaces
 from zasync.cli.common import UsageError
-from zasync.cli.common import add_database_arguments
 from zasync.cli.common import open_uri
 from zasync.unloadable import job_id
 
@@ -74,8 +73,6 @@ def _requeue(queue, job, args):
 
 
 def _act(args, action):
-    if not args.zodb:
-        raise UsageError('give the database: --zodb URI')
     db = open_uri(args.zodb, must_exist=True)
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
@@ -126,7 +123,11 @@ def add_commands(subparsers):
     """Register ``zasync fail``, ``remove`` and ``requeue``."""
     for name, func, help in COMMANDS:
         parser = subparsers.add_parser(name, help=help, description=help)
-        add_database_arguments(parser)
+        parser.add_argument(
+            '--zodb', metavar='URI', required=True,
+            help='the database, as a zodburi URI (file://, zeo://, '
+                 'postgres://...); a file:// database must not be in use '
+                 'by a worker (FileStorage allows one writer)')
         parser.add_argument('id', help='the job id (what "zasync jobs" '
                                        'shows)')
         if name == 'fail':

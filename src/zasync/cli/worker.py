@@ -3,14 +3,18 @@
 stops)."""
 import argparse
 import logging
+import math
 import os
 import sys
 
 from zasync import dispatcher as dispatcher_module
 from zasync import instanceuuid
 from zasync import worker as worker_module
+from zasync.cli.common import CommandLineError
 from zasync.cli.common import UsageError
 from zasync.cli.common import add_database_arguments
+from zasync.cli.common import check_member_databases
+from zasync.cli.common import close_databases
 from zasync.cli.common import configure_logging
 from zasync.cli.common import open_uri
 from zasync.cli.common import open_zope_conf
@@ -18,18 +22,38 @@ from zasync.cli.common import positive_seconds
 from zasync.cli.common import seconds
 from zasync.cli.common import uuid_from_file
 from zasync.cli.output import Bar
+from zasync.queue import DispatcherAgents
 from zasync.worker import DEFAULT_AGENT
 from zasync.worker import DEFAULT_GRACE
 from zasync.worker import DEFAULT_POLL_INTERVAL
 from zasync.worker import Worker
 
-__all__ = ['add_commands', 'agent_spec', 'configure_parser', 'run']
+__all__ = ['DEFAULT_DEATH_INTERVAL', 'DEFAULT_PING_INTERVAL', 'MAX_AGENT_SIZE',
+           'MAX_POLL_INTERVAL', 'MIN_POLL_INTERVAL',
+           'add_commands', 'agent_spec', 'check_options', 'configure_parser',
+           'poll_interval', 'run']
 
 log = logging.getLogger('zasync.worker')
 
+#: the most threads an agent of ``--agent NAME:SIZE`` may have (as
+#: ``<zasync:dispatcher size="...">``); size 0 is allowed: the agent is
+#: in the queue's record but claims nothing until its size is raised (in
+#: the database, or by a restart with another size)
+MAX_AGENT_SIZE = 1000
+
+#: the bounds of ``--poll-interval`` (as ``<zasync:dispatcher
+#: poll_interval="...">``)
+MIN_POLL_INTERVAL = 0.01
+MAX_POLL_INTERVAL = 3600.0
+
+#: what a queue's record of a dispatcher has unless told otherwise
+DEFAULT_PING_INTERVAL = DispatcherAgents.ping_interval.total_seconds()
+DEFAULT_DEATH_INTERVAL = DispatcherAgents.ping_death_interval.total_seconds()
+
 
 def agent_spec(text):
-    """``NAME:SIZE`` (or ``NAME``, size 3) -> ``(name, size)``."""
+    """``NAME:SIZE`` (or ``NAME``, size 3) -> ``(name, size)``; the size
+    is a whole number from 0 to ``MAX_AGENT_SIZE``."""
     name, sep, size = text.rpartition(':')
     if not sep:
         name, size = text, str(DEFAULT_AGENT[1])
@@ -44,30 +68,55 @@ def agent_spec(text):
     if size < 0:
         raise argparse.ArgumentTypeError(
             'agent %r: the size must not be negative' % (text,))
+    if size > MAX_AGENT_SIZE:
+        raise argparse.ArgumentTypeError(
+            'agent %r: at most %d threads' % (text, MAX_AGENT_SIZE))
     return name, size
+
+
+def poll_interval(text):
+    """Seconds between polls: from ``MIN_POLL_INTERVAL`` to
+    ``MAX_POLL_INTERVAL``."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value):
+        return positive_seconds(text)   # (its error)
+    if not MIN_POLL_INTERVAL <= value <= MAX_POLL_INTERVAL:
+        raise argparse.ArgumentTypeError(
+            '%r: the poll interval must be from %g to %g seconds'
+            % (text, MIN_POLL_INTERVAL, MAX_POLL_INTERVAL))
+    return value
 
 
 def configure_parser(parser):
     """The options of ``zasync worker``."""
     add_database_arguments(parser)
     parser.add_argument(
-        '--agent', metavar='NAME:SIZE', action='append', type=agent_spec,
-        help='an agent of this worker with SIZE worker threads '
-             '(repeatable; default main:3)')
+        '--create', action='store_true',
+        help='with --zodb file://PATH: create the FileStorage if PATH does '
+             'not exist (without it, a missing file is an error)')
     parser.add_argument(
-        '--poll-interval', type=positive_seconds,
+        '--agent', metavar='NAME:SIZE', action='append', type=agent_spec,
+        help='an agent of this worker with SIZE worker threads, 0 to %d '
+             '(repeatable; default main:3)' % MAX_AGENT_SIZE)
+    parser.add_argument(
+        '--poll-interval', type=poll_interval,
         default=DEFAULT_POLL_INTERVAL, metavar='SECONDS',
         help='seconds between polls (housekeeping, pings, scheduled jobs; '
-             'new jobs wake the worker at once); default %(default)s')
+             'new jobs wake the worker at once), %g to %g; default '
+             '%%(default)s' % (MIN_POLL_INTERVAL, MAX_POLL_INTERVAL))
     parser.add_argument(
         '--ping-interval', type=positive_seconds, metavar='SECONDS',
         help='how often this worker records that it is alive (default: the '
-             'record\'s, 30)')
+             'record\'s, %g)' % DEFAULT_PING_INTERVAL)
     parser.add_argument(
         '--death-interval', type=positive_seconds, metavar='SECONDS',
         help='after how long without a ping siblings consider this worker '
-             'dead and requeue its jobs (default: the record\'s, 60); make '
-             'it several poll intervals longer than the ping interval')
+             'dead and requeue its jobs (default: the record\'s, %g); '
+             'longer than the ping interval -- make it several poll '
+             'intervals longer' % DEFAULT_DEATH_INTERVAL)
     parser.add_argument(
         '--uuid-file', metavar='FILE',
         help='the file holding this worker\'s instance UUID (created with a '
@@ -75,7 +124,8 @@ def configure_parser(parser):
     parser.add_argument(
         '--grace', type=seconds, default=DEFAULT_GRACE, metavar='SECONDS',
         help='on SIGTERM/SIGINT, how long running jobs may take to finish '
-             'before they are requeued as interrupted; default %(default)s')
+             'before they are requeued as interrupted, 0 to 86400; default '
+             '%(default)s')
     parser.add_argument(
         '--log-level', default='INFO',
         choices=['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'],
@@ -86,32 +136,86 @@ def configure_parser(parser):
     return parser
 
 
+def check_options(args):
+    """What the options' types cannot check alone: a ``CommandLineError``
+    (exit status 2) for options that do not go together."""
+    if args.zodb is None and args.zope_conf is None:
+        raise UsageError('give the database: --zodb URI or --zope-conf FILE')
+    if args.create and not (args.zodb or '').startswith('file://'):
+        raise CommandLineError('--create only goes with --zodb file://PATH')
+    if (args.zodb or '').startswith('file://') and not args.create:
+        path = args.zodb.split('://', 1)[1].split('?', 1)[0]
+        if not os.path.exists(path):
+            # (before anything is created: the UUID file, ...)
+            raise UsageError('no database at %s (give --create to make a '
+                             'new one)' % (path,))
+    ping, death = args.ping_interval, args.death_interval
+    if ping is not None or death is not None:
+        given_ping, given_death = ping is not None, death is not None
+        if ping is None:
+            ping = DEFAULT_PING_INTERVAL
+        if death is None:
+            death = DEFAULT_DEATH_INTERVAL
+        if death <= ping:
+            raise CommandLineError(
+                'the death interval (%g s%s) must be longer than the ping '
+                'interval (%g s%s): siblings would take this worker for '
+                'dead between two pings' % (
+                    death, '' if given_death else ', the default', ping,
+                    '' if given_ping else ', the default'))
+    names = [name for name, size in args.agent or ()]
+    if len(set(names)) != len(names):
+        raise CommandLineError('agent names must differ: %s'
+                               % ', '.join(names))
+
+
+def _uuid(args):
+    """The worker's UUID, which becomes the process's (``getUUID()``, the
+    ``IUUID`` utility of a site's ZCML)."""
+    if args.uuid_file:
+        uuid = uuid_from_file(args.uuid_file)
+        instanceuuid.use(uuid)
+        return uuid
+    try:
+        return instanceuuid.getUUID()
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e))
+
+
 def run(args):
     """Run ``zasync worker`` with parsed ``args``; return the exit
     status."""
-    if args.zodb is None and args.zope_conf is None:
-        raise UsageError('give the database: --zodb URI or --zope-conf FILE')
-    if args.uuid_file:
-        uuid = uuid_from_file(args.uuid_file)
-    else:
-        uuid = instanceuuid.getUUID()
+    check_options(args)
+    uuid = _uuid(args)
     # With a zope.conf, its eventlog says where the log goes.
     configure_logging(args.log_level, args.trace,
                       handler=not args.zope_conf)
     if args.zope_conf:
-        db = open_zope_conf(args.zope_conf)
-        if dispatcher_module.get(uuid) is not None:
+        db = open_zope_conf(args.zope_conf, worker=True)
+        if dispatcher_module.registered():
+            close_databases(db)
             raise UsageError(
-                '%s already starts a dispatcher for %s (zasync:dispatcher); '
+                '%s already starts a dispatcher (zasync:dispatcher); '
                 'a worker process needs a configuration without one'
-                % (args.zope_conf, uuid))
+                % (args.zope_conf,))
+        hint = ' (add a <zodb {name}> section to %s)' % (
+            os.path.abspath(args.zope_conf),)
     else:
-        db = open_uri(args.zodb)
+        db = open_uri(args.zodb, must_exist=not args.create,
+                      missing_hint=' (give --create to make a new one)')
+        hint = (' (--zodb opens one database: use --zope-conf, with a '
+                '<zodb {name}> section)')
+    try:
+        conn = db.open()
+        try:
+            check_member_databases(conn, hint)
+        finally:
+            conn.transaction_manager.abort()
+            conn.close()
+    except BaseException:
+        close_databases(db)
+        raise
     agents = args.agent or [DEFAULT_AGENT]
-    names = [name for name, size in agents]
-    if len(set(names)) != len(names):
-        db.close()
-        raise UsageError('agent names must differ: %s' % ', '.join(names))
     worker = Worker(db, uuid, agents, poll_interval=args.poll_interval,
                     ping_interval=args.ping_interval,
                     death_interval=args.death_interval, grace=args.grace,
@@ -128,7 +232,7 @@ def run(args):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
-    db.close()
+    close_databases(db)
     log.info('worker %s stopped', uuid)
     return status
 

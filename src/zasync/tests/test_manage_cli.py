@@ -83,8 +83,6 @@ class ManageCommandTests(unittest.TestCase):
                  'is pending, not held: nothing to requeue'),
                 (('remove', '--zodb', 'file://' + self.path + '.missing',
                   '1'), 'no database at'),
-                (('fail', self.pending_id, '--reason', 'r'),
-                 'give the database'),
         ]:
             status, out, err = self.zasync(*args)
             self.assertEqual(status, 1, (args, out, err))
@@ -93,8 +91,10 @@ class ManageCommandTests(unittest.TestCase):
             self.assertIn(message, err)
         self.assertEqual(len(self.queue_state()), 2)   # nothing changed
 
-    def test_fail_needs_a_reason(self):
-        with contextlib.redirect_stderr(io.StringIO()):
-            with self.assertRaises(SystemExit) as caught:
-                cli.main(['fail', '--zodb', self.uri, self.pending_id])
-        self.assertEqual(caught.exception.code, 2)
+    def test_fail_needs_a_reason_and_every_command_a_database(self):
+        for args in (['fail', '--zodb', self.uri, self.pending_id],
+                     ['remove', self.pending_id]):
+            with contextlib.redirect_stderr(io.StringIO()):
+                with self.assertRaises(SystemExit) as caught:
+                    cli.main(args)
+            self.assertEqual(caught.exception.code, 2)
