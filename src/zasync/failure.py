@@ -5,6 +5,18 @@ exception's class, message and arguments, and every frame of the traceback
 with the reprs of its locals and globals -- and nothing else: no frames, no
 traceback objects, no persistent objects.  It therefore pickles into the
 ZODB with the job and reads back in any other process.
+
+What it records is bounded, whatever the failing code holds in memory:
+
+* each repr is cut to ``MAX_REPR`` characters (``...`` at the end), and is
+  computed without building the full text for strings, bytes and the
+  built-in containers (``bounded_repr``);
+* of a frame's globals, only those its code refers to (``co_names``) are
+  recorded -- not every global of the module -- and the same for the
+  locals of module-level code (which are the module's globals);
+* the message is cut to ``MAX_MESSAGE`` characters, and the exception's
+  arguments are kept (to rebuild ``value``) only when they pickle into at
+  most ``MAX_ARGS_SIZE`` bytes.
 """
 import importlib
 import itertools
@@ -17,20 +29,97 @@ import zope.interface
 
 from zasync import interfaces
 
-__all__ = ['Failure', 'Frame', 'isFailure', 'MAX_REPR']
+__all__ = ['bounded_repr', 'Failure', 'Frame', 'isFailure', 'MAX_ARGS_SIZE',
+           'MAX_MESSAGE', 'MAX_REPR']
 
+#: the longest repr of a local or global (or of the exception) recorded
 MAX_REPR = 200
+#: the longest message recorded (longer ones are cut, ``...`` at the end)
+MAX_MESSAGE = 10000
+#: the exception's arguments are kept when they pickle into at most this
+#: many bytes (else ``value`` is rebuilt from the type name and message)
+MAX_ARGS_SIZE = 10000
 _counter = itertools.count(1)
+
+_SEQUENCES = {list: ('[', ']'), tuple: ('(', ')'), set: ('{', '}'),
+              frozenset: ('frozenset({', '})')}
+_TEXTS = (str, bytes, bytearray)
+_MAX_DEPTH = 6
+
+
+def _cut(text, limit):
+    if len(text) > limit:
+        text = text[:limit - 3] + '...' if limit > 3 else text[:limit]
+    return text
+
+
+def _bounded(value, limit, depth):
+    """``repr(value)``, or -- once it is longer than ``limit`` -- a text
+    that starts like it and is longer than ``limit``, built without the
+    whole repr for texts and the built-in containers."""
+    kind = type(value)
+    if kind in _TEXTS:
+        if len(value) > limit:
+            return repr(value[:limit + 1])
+        return repr(value)
+    if (isinstance(value, BaseException) and depth < _MAX_DEPTH
+            and kind.__repr__ is BaseException.__repr__):
+        args = value.args
+        if len(args) == 1:
+            return '%s(%s)' % (kind.__name__,
+                               _bounded(args[0], limit, depth + 1))
+        return kind.__name__ + _bounded(args, limit, depth + 1)
+    if depth >= _MAX_DEPTH or (kind is not dict and kind not in _SEQUENCES):
+        return repr(value)
+    if not value:
+        return repr(value)
+    if kind is dict:
+        opening, closing = '{', '}'
+    else:
+        opening, closing = _SEQUENCES[kind]
+    parts = []
+    size = len(opening)
+    for item in value:
+        if kind is dict:
+            key = _bounded(item, limit, depth + 1)
+            part = key + ': ' + _bounded(
+                value[item], max(0, limit - size - len(key)), depth + 1)
+        else:
+            part = _bounded(item, max(0, limit - size), depth + 1)
+        parts.append(part)
+        size += len(part) + 2
+        if size > limit:
+            return opening + ', '.join(parts) + ', ...'
+    if kind is tuple and len(parts) == 1:
+        return '(' + parts[0] + ',)'
+    return opening + ', '.join(parts) + closing
+
+
+def bounded_repr(value, limit=MAX_REPR):
+    """``repr(value)`` cut to ``limit`` characters (``...`` at the end).
+
+    Strings, bytes and the built-in containers (list, tuple, dict, set,
+    frozenset, nested) are not represented in full first: a 200 MiB
+    string costs a few hundred bytes.  Other objects are asked for their
+    ``repr``; one that raises is described instead of propagating.
+    """
+    try:
+        text = _bounded(value, limit, 0)
+    except Exception as e:  # a broken __repr__ must not break failures
+        text = '<unrepresentable %s: %s>' % (
+            type(value).__name__, _cut(_text_of(e), limit))
+    return _cut(text, limit)
+
+
+def _text_of(exc):
+    try:
+        return str(exc)
+    except Exception:
+        return type(exc).__name__
 
 
 def _safe_repr(value):
-    try:
-        text = repr(value)
-    except Exception as e:  # a broken __repr__ must not break failures
-        text = '<unrepresentable %s: %s>' % (type(value).__name__, e)
-    if len(text) > MAX_REPR:
-        text = text[:MAX_REPR - 3] + '...'
-    return text
+    return bounded_repr(value, MAX_REPR)
 
 
 def _dotted_name(cls):
@@ -49,10 +138,17 @@ def _resolve(dotted):
 
 
 def _picklable_args(exc):
-    """The exception's args when they survive a pickle round trip."""
+    """The exception's args when they survive a pickle round trip and
+    pickle into at most ``MAX_ARGS_SIZE`` bytes."""
     try:
         args = tuple(exc.args)
-        pickle.loads(pickle.dumps(args))
+        if any(isinstance(arg, _TEXTS) and len(arg) > MAX_ARGS_SIZE
+               for arg in args):
+            return None
+        data = pickle.dumps(args)
+        if len(data) > MAX_ARGS_SIZE:
+            return None
+        pickle.loads(data)
         rebuilt = type(exc)(*args)
         if str(rebuilt) != str(exc):
             return None
@@ -128,10 +224,8 @@ class Failure:
             self.frames.append(Frame(
                 code.co_filename, lineno, code.co_name,
                 linecache.getline(code.co_filename, lineno).strip(),
-                [(k, _safe_repr(v))
-                 for k, v in sorted(frame.f_locals.items())],
-                [(k, _safe_repr(v)) for k, v in sorted(frame.f_globals.items())
-                 if not k.startswith('__')],
+                _variables(frame, locals=True),
+                _variables(frame, locals=False),
             ))
         self._mro = tuple(_dotted_name(c) for c in exc_type.__mro__)
         # Deliberately forget the exception itself: it may reference frames
@@ -211,6 +305,9 @@ class Failure:
                 lines.extend('  %s : %s' % item for item in f.locals)
                 lines.append(' ( Globals )')
                 lines.extend('  %s : %s' % item for item in f.globals)
+                if not f.globals:
+                    # (only the globals a frame's code refers to are kept)
+                    lines.append('  (none referred to)')
             lines.append('%s: %s' % (self.type_name, self.message))
             lines.append('*--- End of Failure #%d ---' % self.count)
         else:
@@ -231,11 +328,34 @@ class Failure:
     __str__ = __repr__
 
 
+def _variables(frame, locals):
+    """``(name, repr)`` pairs, sorted by name, of a frame's locals or of
+    the globals its code refers to (``co_names``: globals and attribute
+    names; the module's other globals are left out).  The locals of
+    module-level code are the module's globals: the same rule applies."""
+    f_globals = frame.f_globals
+    if locals:
+        namespace = frame.f_locals
+        if namespace is not f_globals:
+            return [(k, _safe_repr(v)) for k, v in sorted(namespace.items(),
+                                                          key=_first)]
+    else:
+        namespace = f_globals
+    names = set(frame.f_code.co_names)
+    return [(k, _safe_repr(namespace[k])) for k in sorted(names)
+            if k in namespace and not k.startswith('__')]
+
+
+def _first(item):
+    return str(item[0])
+
+
 def _safe_str(exc):
     try:
-        return str(exc)
+        text = str(exc)
     except Exception:
         return _safe_repr(exc)
+    return _cut(text, MAX_MESSAGE)
 
 
 def isFailure(value):

@@ -317,9 +317,7 @@ def import_problem(module, name):
 def _load_error_text(error):
     """One line for an error raised while a job was unpickled: ZODB wraps
     the real one (a module failing at import) without a message."""
-    cause = error
-    while not str(cause) and (cause.__cause__ or cause.__context__):
-        cause = cause.__cause__ or cause.__context__
+    cause = utils.root_cause(error)
     text = utils.one_line(cause)
     tb = cause.__traceback__
     while tb is not None and tb.tb_next is not None:
@@ -333,38 +331,44 @@ def _load_error_text(error):
 def load_problem(job):
     """Why ``job`` cannot run in this process -- its own class, its
     callable or one of its arguments cannot be imported -- as a
-    ``JobLoadError`` naming the module and the name; None if it can.
+    ``JobLoadError`` naming the module and the name; None if it can.  The
+    error's ``reason`` is its message without the job's id.
 
     ZODB loads a missing global as a *broken* placeholder instead of
     failing: such a job must never run (its placeholders would make a
     wrong result), and its callable's placeholder cannot even be stored
     again.  Nothing is written; the modules named are imported.
     """
+    reason = _load_reason(job)
+    if reason is None:
+        return None
     oid = getattr(job, '_p_oid', None)
-    label = 'job %s' % (ZODB.utils.u64(oid) if oid else '(unsaved)')
+    error = interfaces.JobLoadError('job %s: %s' % (
+        ZODB.utils.u64(oid) if oid else '(unsaved)', reason))
+    error.reason = reason
+    return error
+
+
+def _load_reason(job):
     broken = broken_global(job)
     if broken is not None:
-        return interfaces.JobLoadError(
-            '%s: its class %s.%s cannot be imported: %s'
-            % ((label,) + broken + (import_problem(*broken),)))
+        return 'its class %s.%s cannot be imported: %s' % (
+            broken + (import_problem(*broken),))
     try:
         job._p_activate()
         root = job._callable_root
         args, kwargs = list(job.args), dict(job.kwargs)
     except Exception as e:   # a module failing at import while unpickling
-        return interfaces.JobLoadError('%s cannot be loaded: %s'
-                                       % (label, _load_error_text(e)))
+        return 'it cannot be loaded: %s' % (_load_error_text(e),)
     broken = broken_global(root)
     if broken is not None:
-        return interfaces.JobLoadError(
-            '%s: its callable %s.%s cannot be imported: %s'
-            % ((label,) + broken + (import_problem(*broken),)))
+        return 'its callable %s.%s cannot be imported: %s' % (
+            broken + (import_problem(*broken),))
     for value in args + list(kwargs.values()):
         broken = _broken_in(value)
         if broken is not None:
-            return interfaces.JobLoadError(
-                '%s: an argument of class %s.%s cannot be imported: %s'
-                % ((label,) + broken + (import_problem(*broken),)))
+            return 'an argument of class %s.%s cannot be imported: %s' % (
+                broken + (import_problem(*broken),))
     return None
 
 

@@ -244,7 +244,8 @@ class Queue(utils.Base):
         """Take a job that cannot be loaded out of the pending jobs
         (without writing the job: its placeholders cannot be stored)."""
         self._pending.discard(location, now)
-        record = self.unloadable.hold(job, str(problem), now, self.load_retry)
+        record = self.unloadable.hold(job, problem.reason, now,
+                                      self.load_retry)
         events_log.error(
             'held in queue %r: %s (try %d; it is retried, and failed if no '
             'dispatcher can load it by %s)', self.name, problem,
@@ -284,7 +285,7 @@ class Queue(utils.Base):
                 continue
             record.tries += 1
             record.last_try = now
-            record.reason = str(problem)
+            record.reason = problem.reason
             record.next_try = now + self._retry_pause(record.tries)
             if now - record.since < self.load_grace:
                 continue

@@ -18,12 +18,12 @@ import zope.interface
 from zasync import interfaces
 from zasync.failure import Failure
 
-__all__ = ['BACKOFF_INCREMENT', 'Base', 'check_begin_by', 'connection',
-           'custom_repr', 'deadline_passed', 'dt_to_long', 'events_log',
-           'EXPLOSIVE_ERRORS', 'get_clock', 'INITIAL_BACKOFF',
+__all__ = ['BACKOFF_INCREMENT', 'Base', 'check_begin_by', 'check_deadline',
+           'connection', 'custom_repr', 'deadline_passed', 'dt_to_long',
+           'events_log', 'EXPLOSIVE_ERRORS', 'get_clock', 'INITIAL_BACKOFF',
            'install_in_root', 'long_to_dt', 'MAX_BACKOFF', 'never_fail', 'now',
-           'one_line', 'private_connection', 'SignalHandlers', 'sleep',
-           'system_clock', 'SYSTEM_ERRORS', 'SystemClock', 'to_utc',
+           'one_line', 'private_connection', 'root_cause', 'SignalHandlers',
+           'sleep', 'system_clock', 'SYSTEM_ERRORS', 'SystemClock', 'to_utc',
            'trace_log', 'TRANSACTION_ERRORS', 'transaction_manager',
            'try_five_times', 'UTC', 'wait_for']
 
@@ -205,6 +205,17 @@ def one_line(error):
         message = str(error)
     lines = str(message).strip().splitlines()
     return '%s: %s' % (name, lines[0]) if lines else name
+
+
+def root_cause(error):
+    """The error ``error`` was raised from, when it says nothing itself
+    (ZODB's ``StateLoadError`` wraps what unpickling raised)."""
+    seen = set()
+    while (not str(error) and id(error) not in seen
+           and (error.__cause__ or error.__context__) is not None):
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return error
 
 
 # --------------------------------------------------------------------------

@@ -6,8 +6,19 @@ default: the demo's ``var/Data.fs``) read-only, asks ``zasync.inspection``
 and prints a table -- or JSON with ``--json``.  It never writes: a
 FileStorage is opened read-only (no lock, so a running worker may hold it),
 and every transaction is aborted.
+
+What each command reads is bounded whatever the number of jobs kept (see
+``zasync.inspection``): ``jobs`` reads the jobs it lists (and at most
+``inspection.COUNT_BUDGET`` more to say how many it left out), ``stats``
+the lengths of the queues and collections and the newest
+``inspection.STATS_WINDOW`` completed jobs, ``job ID`` the job and its
+surroundings, whose reprs it cuts to ``inspection.REPR_LIMIT`` characters
+unless given ``--full``.
 """
+import argparse
 import datetime
+import json
+import sys
 
 from zasync import inspection
 from zasync import utils
@@ -20,7 +31,8 @@ from zasync.cli.output import duration
 from zasync.cli.output import short_time
 from zasync.cli.output import table
 
-__all__ = ['COMMANDS', 'add_commands', 'job', 'jobs', 'stats', 'status']
+__all__ = ['COMMANDS', 'add_commands', 'job', 'jobs', 'limit', 'stats',
+           'status']
 
 
 # --------------------------------------------------------------------------
@@ -35,6 +47,18 @@ def _database_options(parser):
                         help='seconds to wait for a ZEO server (default 10)')
 
 
+def limit(text):
+    """A ``--limit``: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            '%r: give a whole number of jobs, 0 or more (0: all)' % (text,))
+    return value
+
+
 def configure_status(parser):
     _database_options(parser)
 
@@ -43,14 +67,16 @@ def configure_jobs(parser):
     _database_options(parser)
     parser.add_argument(
         '--state', metavar='S',
-        help='only jobs in these states (comma-separated): %s, or the '
-             'outcomes %s' % (', '.join(inspection.STATE_NAMES),
-                              ', '.join(inspection.OUTCOMES)))
+        help='only jobs in these states (comma-separated): %s, the '
+             'outcomes %s, or %s (jobs that cannot be loaded or run: their '
+             'class, callable or an argument\'s class cannot be imported)'
+             % (', '.join(inspection.STATE_NAMES),
+                ', '.join(inspection.OUTCOMES), inspection.PROBLEM))
     parser.add_argument(
         '--callable', metavar='GLOB',
         help='only jobs whose callable\'s dotted name matches GLOB, e.g. '
              '"myapp.reports.*" or "*send_mail"')
-    parser.add_argument('--limit', type=int, default=100,
+    parser.add_argument('--limit', type=limit, default=100,
                         help='show at most this many jobs (default 100; 0: '
                              'all)')
 
@@ -59,6 +85,12 @@ def configure_job(parser):
     _database_options(parser)
     parser.add_argument('id', help='the job id (its oid, in decimal; what '
                                    '"zasync jobs" shows)')
+    parser.add_argument(
+        '--full', action='store_true',
+        help='show the reprs of the call, the arguments, the result and the '
+             'retry data in full (default: cut to %d characters each, '
+             'followed by "...[N characters in all]")'
+        % inspection.REPR_LIMIT)
 
 
 def configure_stats(parser):
@@ -116,9 +148,10 @@ def status(args):
                 'ping': age(last_ping, now),
                 'intervals': '%g/%g s' % (da['ping_interval'],
                                           da['death_interval']),
-                'agents': ', '.join('%s %d/%d' % (a['name'], len(a['jobs']),
-                                                  a['size'])
-                                    for a in da['agents']) or '-'})
+                'agents': ', '.join('%s %d/%d%s' % (
+                    a['name'], len(a['jobs']), a['size'],
+                    ' (cannot be read)' if a.get('problem') else '')
+                    for a in da['agents']) or '-'})
         if rows:
             body = table(rows, [
                 ('uuid', 'DISPATCHER'), ('state', 'STATE'),
@@ -135,6 +168,29 @@ def status(args):
 # zasync jobs
 
 
+def _print_json_rows(rows):
+    """Print ``rows`` (an iterable of dicts) as ``print_json`` prints a
+    list, one row at a time."""
+    out = sys.stdout
+    first = True
+    for row in rows:
+        text = json.dumps(row, indent=2, sort_keys=True, default=str)
+        out.write(('[\n  ' if first else ',\n  ')
+                  + text.replace('\n', '\n  '))
+        first = False
+    out.write('[]\n' if first else '\n]\n')
+
+
+def _more_line(count, exact, filtered):
+    if exact:
+        return '(%d more; use --limit)' % count if count else None
+    if count:
+        return '(%s %d more; use --limit)' % (
+            'at least' if filtered else 'about', count)
+    return ('(perhaps more: the next %d jobs do not match; --limit 0 '
+            'looks at all)' % inspection.COUNT_BUDGET)
+
+
 def jobs(args):
     try:
         states = inspection.parse_states(args.state)
@@ -142,17 +198,29 @@ def jobs(args):
         raise UsageError(str(e))
     with ReadOnlyDatabase(args) as database:
         database.queues()
-        selected = [found for found in inspection.find_jobs(database.root)
-                    if inspection.matches(found, states, args.callable)]
-        total = len(selected)
-        if args.limit:
-            selected = selected[:args.limit]
-        rows = [found.summary() for found in selected]
-        for row, found in zip(rows, selected):
-            row['location'] = found.location
-    if args.json:
-        print_json(rows)
-        return 0
+        candidates = inspection.iter_jobs(database.root)
+        selected = (found for found in candidates
+                    if inspection.matches(found, states, args.callable))
+
+        def summaries():
+            for number, found in enumerate(selected, 1):
+                row = found.summary()
+                row['location'] = found.location
+                yield row
+                if number == args.limit:
+                    break
+                if not number % 1000:
+                    database.conn.cacheGC()   # (a long listing)
+        if args.json:
+            _print_json_rows(summaries())
+            return 0
+        rows = list(summaries())
+        more = None
+        if args.limit and len(rows) == args.limit:
+            count, exact = inspection.count_more(
+                candidates, database.root, states, args.callable,
+                shown=len(rows))
+            more = _more_line(count, exact, bool(states or args.callable))
     if not rows:
         print('no jobs')
         return 0
@@ -162,11 +230,13 @@ def jobs(args):
                 row['started']))
         call = row['call']
         row['call'] = call if len(call) <= 50 else call[:47] + '...'
+        if row['problem']:
+            row['result'] = 'broken: ' + row['problem']
     print(table(rows, [('id', 'ID'), ('status', 'STATUS'),
                        ('location', 'WHERE'), ('call', 'CALL'),
                        ('started', 'STARTED (UTC)'), ('result', 'RESULT')]))
-    if total > len(rows):
-        print('(%d more; use --limit)' % (total - len(rows)))
+    if more:
+        print(more)
     return 0
 
 
@@ -180,7 +250,8 @@ def job(args):
             found = inspection.load_job(database.conn, args.id)
         except (ValueError, LookupError) as e:
             raise UsageError(str(e))
-        info = inspection.job_details(found, database.root)
+        info = inspection.job_details(found, database.root,
+                                      full=args.full)
     if args.json:
         print_json(info)
         return 0
@@ -215,6 +286,7 @@ def job(args):
                                          callback['status']))
     line('result', info['result'])
     line('error', info['error'])
+    line('broken', info['problem'])
     print('\n'.join(lines))
     if info['traceback']:
         print()
@@ -234,19 +306,36 @@ def stats(args):
     if args.json:
         print_json(info)
         return 0
-    rows = [{'state': name, 'count': info['jobs'][name]}
-            for name in (list(inspection.STATE_NAMES)
-                         + list(inspection.OUTCOMES))]
+    names = list(inspection.STATE_NAMES) + list(inspection.OUTCOMES)
+    if info['jobs'][inspection.PROBLEM]:
+        names.append(inspection.PROBLEM)
+    rows = [{'state': name, 'count': info['jobs'][name]} for name in names]
     print(table(rows, [('state', 'STATE'), ('count', 'JOBS')]))
+    window = info['window']
     durations = info['durations']
     print()
+    if not window['all']:
+        print('outcomes, durations and throughput: of the newest %d '
+              'completed jobs (since %s)' % (
+                  window['read'], short_time(
+                      datetime.datetime.fromisoformat(window['since']))
+                  if window['since'] else '-'))
     print('durations of %d completed job(s): median %s, p90 %s, max %s' % (
         durations['count'], duration(durations['median']),
         duration(durations['p90']), duration(durations['max'])))
-    print('completed in the last minute: %d, in the last hour: %d' % (
-        info['completed_last_minute'], info['completed_last_hour']))
+    minute = '%d' % info['completed_last_minute']
+    hour = '%d' % info['completed_last_hour']
+    if not window['all'] and window['since']:
+        # The window may not reach back that far: then, lower bounds.
+        reach = now - datetime.datetime.fromisoformat(window['since'])
+        if reach < datetime.timedelta(minutes=1):
+            minute = 'at least ' + minute
+        if reach < datetime.timedelta(hours=1):
+            hour = 'at least ' + hour
+    print('completed in the last minute: %s, in the last hour: %s' % (
+        minute, hour))
     if info['throughput']:
-        print('throughput while completing them: %.1f jobs/s'
+        print('throughput while completing them: %.3g jobs/s'
               % info['throughput'])
     print('dispatchers: %(alive)d alive, %(dead)d dead, %(stopped)d stopped'
           % info['dispatchers'])
