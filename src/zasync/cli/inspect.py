@@ -25,6 +25,7 @@ from zasync import utils
 from zasync.cli.common import ReadOnlyDatabase
 from zasync.cli.common import UsageError
 from zasync.cli.common import add_database_arguments
+from zasync.cli.common import positive_seconds
 from zasync.cli.common import print_json
 from zasync.cli.output import age
 from zasync.cli.output import duration
@@ -43,7 +44,7 @@ def _database_options(parser):
     add_database_arguments(parser)
     parser.add_argument('--json', action='store_true',
                         help='print JSON instead of a table')
-    parser.add_argument('--timeout', type=float, default=10,
+    parser.add_argument('--timeout', type=positive_seconds, default=10,
                         help='seconds to wait for a ZEO server (default 10)')
 
 
