@@ -142,6 +142,40 @@ class PendingJobs(persistent.Persistent):
         for location, obj in self.entries():
             yield obj
 
+    def count_due_after(self, now, due):
+        """How many entries become due after ``now`` (an aware datetime):
+        counted from the index by due second -- the entries of later
+        seconds by length -- loading only the objects of ``now``'s second
+        and those put back; ``due(obj)`` is an object's due time (or None:
+        due).  A shard that cannot be read counts nothing."""
+        limit = window_of(now)
+        epoch = limit >> EPOCH_BITS
+
+        def later(shard):
+            try:
+                return sum(1 for key, obj in shard.sorted_items()
+                           if (due(obj) or now) > now)
+            except Exception:
+                return 0
+
+        count = 0
+        for root_key, nodes in self._root.sorted_items():
+            if root_key[0] != REGULAR:
+                # put back: first in line, but not due either
+                count += sum(later(shard) for node in nodes
+                             for node_key, shards in node.sorted_items()
+                             for shard in shards)
+                continue
+            if root_key[1] < epoch:
+                continue
+            for node in nodes:
+                for node_key, shards in node.sorted_items():
+                    if node_key[0] > limit:
+                        count += sum(len(shard) for shard in shards)
+                    elif node_key[0] == limit:
+                        count += sum(later(shard) for shard in shards)
+        return count
+
     def find(self, obj):
         """The location of ``obj`` (by identity), or None.  Linear."""
         for location, candidate in self.entries():

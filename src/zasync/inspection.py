@@ -198,9 +198,8 @@ def callable_name(job):
     """The dotted name of a job's callable (``module.function``,
     ``module.Class.method``)."""
     try:
-        root = job._callable_root
+        root, name = job.callableParts()
         if _is_broken(root):
-            name = job._callable_name
             return _broken_name(root) + ('.' + name if name else '')
         call = job.callable
         if isinstance(call, types.MethodType):
@@ -240,8 +239,9 @@ def _repr(value, limit):
 
 def _call_from_parts(job, root_text, args, kwargs):
     call = root_text
-    if job._callable_name is not None:
-        call += ' :' + job._callable_name
+    name = job.callableParts()[1]
+    if name is not None:
+        call += ' :' + name
     parts = list(args)
     parts.extend('%s=%s' % (key, text) for key, text in kwargs.items())
     return '%s(%s)' % (call, ', '.join(parts))
@@ -262,9 +262,10 @@ def call_text(job, limit=None):
             text = text.split('``', 1)[1].rsplit('``', 1)[0]
     else:
         try:
-            call = _repr(job._callable_root, limit)
-            if job._callable_name is not None:
-                call += ' :' + job._callable_name
+            root, name = job.callableParts()
+            call = _repr(root, limit)
+            if name is not None:
+                call += ' :' + name
             parts = []
             size = 0
             for arg in job.args:
@@ -642,49 +643,10 @@ def dispatcher_state(da):
     return 'stopped'
 
 
-def _begin_after(job):
-    if isinstance(job, ZODB.broken.Broken):
-        return None
-    return _safely(lambda: job.begin_after)
-
-
 def _due_later(queue, now):
-    """How many of ``queue``'s pending jobs become due after ``now``.
-
-    Read from the index of the pending jobs by due second (counting the
-    entries of later seconds, loading only the jobs of ``now``'s second),
-    not from the jobs; a queue without that index is counted job by job.
-    """
-    from zasync import _pending
-    pending = getattr(queue, '_pending', None)
-    if not isinstance(pending, _pending.PendingJobs):
-        return sum(1 for job in _guarded(queue, 'queue')
-                   if not isinstance(job, _Unreadable)
-                   and (_begin_after(job) or now) > now)
-    limit = _pending.window_of(now)
-    epoch = limit >> _pending.EPOCH_BITS
-
-    def later(shard):   # (a shard that cannot be read counts nothing)
-        return _safely(lambda: sum(1 for key, job in shard.sorted_items()
-                                   if (_begin_after(job) or now) > now), 0)
-
-    count = 0
-    for root_key, nodes in pending._root.sorted_items():
-        if root_key[0] != _pending.REGULAR:
-            # put back: first in line, but held while not due either
-            count += sum(later(shard) for node in nodes
-                         for node_key, shards in node.sorted_items()
-                         for shard in shards)
-            continue
-        if root_key[1] < epoch:
-            continue
-        for node in nodes:
-            for node_key, shards in node.sorted_items():
-                if node_key[0] > limit:
-                    count += sum(_length(shard) for shard in shards)
-                elif node_key[0] == limit:
-                    count += sum(later(shard) for shard in shards)
-    return count
+    """How many of ``queue``'s pending jobs become due after ``now``
+    (``Queue.countDueLater``: from the index, not from the jobs)."""
+    return _safely(lambda: queue.countDueLater(now), 0)
 
 
 def status_info(root, now):
@@ -837,7 +799,7 @@ def job_details(job, root, full=False):
     from zasync.job import Job
     if type(view).__repr__ is Job.__repr__:
         info['call'] = cut(_safely(lambda: _call_from_parts(
-            view, _full_repr(view._callable_root), args, kwargs),
+            view, _full_repr(view.callableParts()[0]), args, kwargs),
             callable_name(view)), limit)
     else:
         info['call'] = cut(call_text(view), limit)
@@ -859,7 +821,7 @@ def job_details(job, root, full=False):
         'annotations': _safely(lambda: sorted(
             str(k) for k in view.annotations.keys()), []),
     })
-    policy = _safely(lambda: view._retry_policy)
+    policy = _safely(lambda: view.retry_policy)
     data = _safely(lambda: dict(policy.data)) if policy is not None else None
     info['retry_policy'] = (type(policy).__name__ if policy is not None
                             else None)

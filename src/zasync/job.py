@@ -431,6 +431,18 @@ class Job(_AddCallbacks, utils.Base):
 
     # -- the callable ----------------------------------------------------
 
+    def callableParts(self):
+        """The callable as stored: ``(object, name)`` -- the object whose
+        method ``name`` is called, or ``(callable, None)``.  Nothing is
+        resolved (the object may be a broken placeholder)."""
+        return self._callable_root, self._callable_name
+
+    @property
+    def retry_policy(self):
+        """The job's retry policy, or None until one was needed
+        (``getRetryPolicy`` makes it)."""
+        return self._retry_policy
+
     def markUnloadable(self):
         """Replace a callable that cannot be imported by a
         ``MissingCallable`` naming it, so that the job can be stored again

@@ -408,6 +408,21 @@ class Queue(utils.Base):
     def __iter__(self):
         return iter(self._pending)
 
+    def countDueLater(self, now=None):
+        """How many pending jobs become due after ``now`` (default: now),
+        from the index by due second rather than by loading the jobs;
+        a job that cannot be read counts as due."""
+        now = now or utils.now()
+
+        def due(job):
+            if broken_global(job) is not None:
+                return None
+            try:
+                return job.begin_after
+            except Exception:
+                return None
+        return self._pending.count_due_after(now, due)
+
     def __getitem__(self, index):
         """The job at ``index`` in claim order (linear)."""
         length = len(self)
