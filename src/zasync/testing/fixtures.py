@@ -8,19 +8,28 @@ transaction manager of its own, or the thread's global one where the class
 sets ``global_transaction = True``.  With ``queues = True`` the database
 gets the ``Queues`` and the default queue, ``self.queue``, committed.
 ``tearDown`` aborts, closes and removes everything again.
+
+``put_jobs(path, *calls)`` stores jobs in the default queue of the
+FileStorage at ``path`` (made if need be), for tests of commands that open
+it themselves.  ``assigner_uuid()`` is a context manager registering a
+fresh instance UUID (the ``IUUID`` utility) for the jobs a test puts, so
+that no ``uuid.txt`` is written in the current directory.
 """
 import os
 import shutil
 import tempfile
+import uuid
 
 import transaction
 import ZODB
 import ZODB.FileStorage
+import ZODB.utils
+import zope.component
 import zope.component.testing
 
 from zasync import interfaces
 
-__all__ = ['DatabaseFixture']
+__all__ = ['DatabaseFixture', 'assigner_uuid', 'put_jobs']
 
 
 class DatabaseFixture:
@@ -58,3 +67,39 @@ class DatabaseFixture:
         shutil.rmtree(self.dir, ignore_errors=True)
         zope.component.testing.tearDown(self)
         super().tearDown()
+
+
+class assigner_uuid:
+    """Register a fresh instance UUID while the ``with`` block runs (its
+    value is ``.uuid``)."""
+
+    def __enter__(self):
+        self.uuid = uuid.uuid1()
+        zope.component.provideUtility(self.uuid, interfaces.IUUID)
+        return self
+
+    def __exit__(self, *exc):
+        zope.component.getGlobalSiteManager().unregisterUtility(
+            self.uuid, interfaces.IUUID)
+
+
+def put_jobs(path, *calls):
+    """Put a job for each ``(callable, args...)`` of ``calls`` in the
+    default queue of the FileStorage at ``path`` (installing the queues),
+    commit and close it; return the jobs' ids."""
+    from zasync.job import Job
+    from zasync.queue import install_queues
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
+    try:
+        with assigner_uuid():
+            install_queues(db)
+            tm = transaction.TransactionManager()
+            conn = db.open(transaction_manager=tm)
+            queue = conn.root()[interfaces.KEY]['']
+            jobs = [queue.put(Job(*call)) for call in calls]
+            tm.commit()
+            ids = [ZODB.utils.u64(job._p_oid) for job in jobs]
+            conn.close()
+    finally:
+        db.close()
+    return ids

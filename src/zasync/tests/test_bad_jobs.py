@@ -29,6 +29,7 @@ from zasync import utils
 from zasync.dispatcher import Dispatcher
 from zasync.failure import Failure
 from zasync.job import Job
+from zasync.job import NeverRetry
 from zasync.testing.fixtures import DatabaseFixture
 
 
@@ -54,25 +55,6 @@ def returns_itself():
 
 def returns_an_unqueued_job():
     return Job(operator.add, 1, 2)
-
-
-@zope.interface.implementer(interfaces.IRetryPolicy)
-class NoRetries:
-
-    def __init__(self, job):
-        self.job = job
-
-    def jobError(self, failure, data_cache):
-        return False
-
-    def commitError(self, failure, data_cache):
-        return False
-
-    def interrupted(self):
-        return False
-
-    def updateData(self, data_cache):
-        pass
 
 
 class RefusedSettingsTests(DatabaseFixture, unittest.TestCase):
@@ -123,11 +105,11 @@ class RefusedSettingsTests(DatabaseFixture, unittest.TestCase):
         self.assertRefused('must be a callable or the name', self.queue.put,
                            Job(operator.add, 1, 2), retry_policy_factory=42)
         zope.component.provideAdapter(
-            NoRetries, (interfaces.IJob,), interfaces.IRetryPolicy,
+            NeverRetry, (interfaces.IJob,), interfaces.IRetryPolicy,
             name='patient')
         job = self.queue.put(Job(operator.add, 1, 2),
                              retry_policy_factory='patient')
-        self.assertIsInstance(job.getRetryPolicy(), NoRetries)
+        self.assertIsInstance(job.getRetryPolicy(), NeverRetry)
 
     def test_quota_sizes(self):
         for size in (0, -1, 1.5, True, '2'):

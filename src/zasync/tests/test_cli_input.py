@@ -16,20 +16,18 @@ import tempfile
 import unittest
 import uuid
 
-import transaction
 import ZODB
 import ZODB.FileStorage
-import zope.component
 
-from zasync import interfaces
 from zasync.cli import common
 from zasync.cli import worker as cli_worker
-from zasync.job import Job
 from zasync.queue import install_queues
 from zasync.testing.processes import WorkerProcess
 from zasync.testing.processes import run_command
 from zasync.testing.servers import subprocess_env
 from zasync.tests import jobs
+from zasync.testing.fixtures import assigner_uuid
+from zasync.testing.fixtures import put_jobs
 
 EVENTLOG = ('<eventlog>\n  <logfile>\n    path STDERR\n  </logfile>\n'
             '</eventlog>\n')
@@ -38,20 +36,6 @@ EVENTLOG = ('<eventlog>\n  <logfile>\n    path STDERR\n  </logfile>\n'
 def filestorage_section(name, path):
     return ('<zodb%s>\n  <filestorage>\n    path %s\n  </filestorage>\n'
             '</zodb>\n' % (' ' + name if name else '', path))
-
-
-class assigner_uuid:
-    """An instance UUID for the puts of this test process (so that no
-    ``uuid.txt`` appears in the current directory)."""
-
-    def __enter__(self):
-        self.uuid = uuid.uuid1()
-        zope.component.provideUtility(self.uuid, interfaces.IUUID)
-        return self
-
-    def __exit__(self, *exc):
-        zope.component.getGlobalSiteManager().unregisterUtility(
-            self.uuid, interfaces.IUUID)
 
 
 class CommandTestCase(unittest.TestCase):
@@ -86,19 +70,7 @@ class CommandTestCase(unittest.TestCase):
     def make_database(self, name='Data.fs', pending=1):
         """A FileStorage with the zasync queues and ``pending`` jobs."""
         path = self.path(name)
-        db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
-        try:
-            with assigner_uuid():
-                install_queues(db)
-                tm = transaction.TransactionManager()
-                conn = db.open(transaction_manager=tm)
-                queue = conn.root()[interfaces.KEY]['']
-                for i in range(pending):
-                    queue.put(Job(jobs.add, 40, i))
-                tm.commit()
-                conn.close()
-        finally:
-            db.close()
+        put_jobs(path, *[(jobs.add, 40, i) for i in range(pending)])
         return path
 
     def write(self, name, text):

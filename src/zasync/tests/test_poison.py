@@ -120,6 +120,20 @@ class PoisonTests(DatabaseFixture, unittest.TestCase):
             return held if len(held) >= count else None
         return testing.wait(check, 10, 'no job was held')
 
+    def hold(self, bad, behind=5, take_away=None):
+        """Queue ``bad`` and ``behind`` jobs after it, take the code away
+        (``take_away``, default: the module is gone), start the dispatcher:
+        the jobs behind complete; return the record of the held job."""
+        self.queue.put(bad)
+        jobs = self.put_behind(behind)
+        self.tm.commit()
+        (take_away or self.undeploy)()
+        self.start()
+        self.poll()
+        self.assert_behind_completed(jobs)
+        [record] = self.wait_until_held()
+        return record
+
     def assert_behind_completed(self, jobs):
         self.assertEqual([testing.wait_for_result(job) for job in jobs],
                          [i * 2 for i in range(len(jobs))])
@@ -127,14 +141,8 @@ class PoisonTests(DatabaseFixture, unittest.TestCase):
     # -- the tests --------------------------------------------------------
 
     def test_missing_module_is_held_then_failed(self):
-        bad = self.queue.put(Job(self.module.work, 21))
-        behind = self.put_behind()
-        self.tm.commit()
-        self.undeploy()
-        self.start()
-        self.poll()
-        self.assert_behind_completed(behind)
-        [record] = self.wait_until_held()
+        bad = Job(self.module.work, 21)
+        record = self.hold(bad, behind=20)
         self.assertIs(record.job, bad)
         self.assertIn("its callable %s.work cannot be imported: "
                       "ModuleNotFoundError: No module named '%s'"
@@ -163,46 +171,32 @@ class PoisonTests(DatabaseFixture, unittest.TestCase):
         self.assertEqual(self.held(), [])
 
     def test_renamed_function(self):
-        bad = self.queue.put(Job(self.module.work, 21))
-        behind = self.put_behind(5)
-        self.tm.commit()
-        self.deploy(CODE.replace('def work(', 'def labour('))
-        self.conn.cacheMinimize()
-        self.start()
-        self.poll()
-        self.assert_behind_completed(behind)
-        [record] = self.wait_until_held()
+        def rename():
+            self.deploy(CODE.replace('def work(', 'def labour('))
+            self.conn.cacheMinimize()
+        bad = Job(self.module.work, 21)
+        record = self.hold(bad, take_away=rename)
         self.assertIs(record.job, bad)
         self.assertIn("module '%s' has no attribute 'work'"
                       % self.module_name, record.reason)
 
     def test_module_failing_at_import(self):
-        bad = self.queue.put(Job(self.module.work, 21))
-        behind = self.put_behind(5)
-        self.tm.commit()
-        self.deploy(CODE)
-        with open(self.path, 'w') as f:
-            f.write('raise RuntimeError("the database driver is missing")\n')
-        sys.modules.pop(self.module_name, None)
-        importlib.invalidate_caches()
-        self.conn.cacheMinimize()
-        self.start()
-        self.poll()
-        self.assert_behind_completed(behind)
-        [record] = self.wait_until_held()
+        def break_it():
+            with open(self.path, 'w') as f:
+                f.write('raise RuntimeError("the database driver is '
+                        'missing")\n')
+            sys.modules.pop(self.module_name, None)
+            importlib.invalidate_caches()
+            self.conn.cacheMinimize()
+        bad = Job(self.module.work, 21)
+        record = self.hold(bad, take_away=break_it)
         self.assertIn('RuntimeError: the database driver is missing',
                       record.reason)
         self.assertIsNotNone(load_problem(bad))
 
     def test_missing_argument_class_never_succeeds(self):
-        bad = self.queue.put(Job(repr, self.module.Arg(1)))
-        behind = self.put_behind(5)
-        self.tm.commit()
-        self.undeploy()
-        self.start()
-        self.poll()
-        self.assert_behind_completed(behind)
-        [record] = self.wait_until_held()
+        bad = Job(repr, self.module.Arg(1))
+        record = self.hold(bad)
         self.assertIn('an argument of class %s.Arg cannot be imported'
                       % self.module_name, record.reason)
         self.poll(40)
@@ -210,15 +204,12 @@ class PoisonTests(DatabaseFixture, unittest.TestCase):
         self.assertTrue(failure.check(interfaces.JobLoadError))
 
     def test_missing_job_class_is_held_for_an_operator(self):
-        bad = self.queue.put(self.module.MyJob(operator.add, 1, 2))
-        behind = self.put_behind(5)
+        bad = self.module.MyJob(operator.add, 1, 2)
+        self.root['bad'] = bad
         self.tm.commit()
         bad_id = bad._p_oid
-        self.undeploy()
-        self.start()
-        self.poll()
-        self.assert_behind_completed(behind)
-        [record] = self.wait_until_held()
+        del self.root['bad']
+        record = self.hold(bad)
         self.assertIn('its class %s.MyJob cannot be imported'
                       % self.module_name, record.reason)
         self.assertEqual(record.job._p_oid, bad_id)

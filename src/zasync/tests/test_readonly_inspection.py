@@ -13,12 +13,10 @@ import shutil
 import signal
 import tempfile
 import unittest
-import uuid
 
 import transaction
 import ZODB
 import ZODB.FileStorage
-import zope.component
 
 from zasync import interfaces
 from zasync.job import Job
@@ -28,6 +26,8 @@ from zasync.testing.processes import WorkersTestCase
 from zasync.testing.processes import run_command
 from zasync.testing.waiters import wait
 from zasync.tests import jobs
+from zasync.testing.fixtures import assigner_uuid
+from zasync.testing.fixtures import put_jobs
 
 EVENTLOG = ('<eventlog>\n  <logfile>\n    path STDERR\n  </logfile>\n'
             '</eventlog>\n')
@@ -39,20 +39,6 @@ SINGLE = ('<configure xmlns="http://namespaces.zope.org/zope">\n'
 #: a worker that stays quiet once it runs (no poll, no ping for an hour)
 QUIET = ['--poll-interval', '3600', '--ping-interval', '3600',
          '--death-interval', '7200']
-
-
-class assigner_uuid:
-    """An instance UUID for the puts of this test process (so that no
-    ``uuid.txt`` appears in the current directory)."""
-
-    def __enter__(self):
-        self.uuid = uuid.uuid1()
-        zope.component.provideUtility(self.uuid, interfaces.IUUID)
-        return self
-
-    def __exit__(self, *exc):
-        zope.component.getGlobalSiteManager().unregisterUtility(
-            self.uuid, interfaces.IUUID)
 
 
 def job_id(job):
@@ -124,21 +110,9 @@ class FileStorageTestCase(unittest.TestCase):
 
     def put(self, *calls, path=None):
         """Put a job for each ``(callable, args...)`` in the default queue
-        of the FileStorage (installing the queues); return their ids."""
-        db = ZODB.DB(ZODB.FileStorage.FileStorage(path or self.path))
-        try:
-            with assigner_uuid():
-                install_queues(db)
-                tm = transaction.TransactionManager()
-                conn = db.open(transaction_manager=tm)
-                queue = conn.root()[interfaces.KEY]['']
-                put = [queue.put(Job(*call)) for call in calls]
-                tm.commit()
-                ids = [job_id(job) for job in put]
-                conn.close()
-        finally:
-            db.close()
-        return ids
+        of the FileStorage (installing the queues); return their ids (as
+        the command line takes them)."""
+        return [str(i) for i in put_jobs(path or self.path, *calls)]
 
     def state(self):
         return last_transaction(self.path), files(self.db_directory)
