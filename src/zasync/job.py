@@ -22,6 +22,7 @@ import zope.component
 import zope.interface
 from ZODB._compat import PersistentPickler
 from ZODB.broken import Broken
+import ZODB.broken
 from ZODB._compat import _protocol
 
 from zasync import interfaces
@@ -47,6 +48,7 @@ from zasync.utils import trace_log
 __all__ = ['as_job', 'broken_global', 'check_callback_settings',
            'check_failure_log_level', 'check_retry_policy_factory',
            'ConditionalCallbackProxy', 'import_problem', 'Job',
+           'tolerant_class_factory',
            'load_problem', 'MissingCallable', 'NeverRetry', 'parallel',
            'RetryCommonForever', 'RetryCommonFourTimes', 'RetryWithBackoff',
            'serial', 'SuccessFailureCallbackProxy']
@@ -282,6 +284,25 @@ def broken_global(value):
     if issubclass(cls, Broken):
         return cls.__module__, cls.__name__
     return None
+
+
+def tolerant_class_factory(connection, module, name):
+    """A ZODB class factory (``ZODB.DB(..., class_factory=...)``): ZODB's
+    own, except that a module failing at import with any error -- not only
+    ``ImportError`` -- gives a broken placeholder too, as a missing module
+    does.  Then a job (or a job subclass) of such a module is held like
+    any job that cannot be loaded, instead of making the queue's entries
+    that refer to it unreadable.  ``zasync worker`` opens its database
+    with it."""
+    try:
+        return ZODB.broken.find_global(module, name)
+    except Exception:
+        key = (module, name)
+        placeholder = ZODB.broken.broken_cache.get(key)
+        if placeholder is None:
+            placeholder = type(name, (Broken,), {'__module__': module})
+            ZODB.broken.broken_cache[key] = placeholder
+        return placeholder
 
 
 def _broken_in(value, depth=3):

@@ -27,6 +27,7 @@ import sys
 from zasync import instanceuuid
 from zasync import interfaces
 from zasync import utils
+from zasync.job import tolerant_class_factory
 from zasync.worker import forget_prefetched_oids_on_reconnect
 
 __all__ = ['ArgumentParser', 'CommandLineError', 'DEFAULT_DB', 'LOG_FORMAT',
@@ -262,6 +263,9 @@ def open_uri(uri, read_only=False, must_exist=False, connect_timeout=None,
             storage.close()
             raise problem
     forget_prefetched_oids_on_reconnect(storage)
+    # (a module failing at import gives broken placeholders, as a missing
+    # one does: such jobs are held, and inspected, like any unloadable one)
+    dbkw.setdefault('class_factory', tolerant_class_factory)
     try:
         return ZODB.DB(storage, **dbkw)
     except Exception as e:

@@ -40,13 +40,16 @@ class DatabaseFixture:
     global_transaction = False
     #: the name of the FileStorage file in ``self.dir``
     file_name = 'Data.fs'
+    #: the database's ``class_factory`` (None: ZODB's)
+    class_factory = None
 
     def setUp(self):
         super().setUp()
         zope.component.testing.setUp(self)
         self.dir = tempfile.mkdtemp(prefix='zasync-test-')
         self.db = ZODB.DB(ZODB.FileStorage.FileStorage(
-            os.path.join(self.dir, self.file_name)))
+            os.path.join(self.dir, self.file_name)),
+            class_factory=self.class_factory)
         if self.global_transaction:
             self.tm = transaction.manager
         else:

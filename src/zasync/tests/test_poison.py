@@ -26,6 +26,7 @@ from zasync import testing
 from zasync.dispatcher import Dispatcher
 from zasync.job import Job
 from zasync.job import load_problem
+from zasync.job import tolerant_class_factory
 from zasync.testing.fixtures import DatabaseFixture
 
 CODE = '''
@@ -265,3 +266,25 @@ class PoisonTests(DatabaseFixture, unittest.TestCase):
         with self.assertRaises(interfaces.UnpicklableCallableError) as caught:
             Job(work)
         self.assertIn('__main__', str(caught.exception))
+
+
+class TolerantPoisonTests(PoisonTests):
+    """The same with the class factory ``zasync worker`` uses, and a job
+    subclass whose module fails at import: without it, the queue's entries
+    that refer to such a job could not be read at all."""
+
+    class_factory = staticmethod(tolerant_class_factory)
+
+    def test_job_class_of_a_module_failing_at_import(self):
+        def break_it():
+            with open(self.path, 'w') as f:
+                f.write('raise RuntimeError("the database driver is '
+                        'missing")\n')
+            sys.modules.pop(self.module_name, None)
+            importlib.invalidate_caches()
+            self.conn.cacheMinimize()
+        bad = self.module.MyJob(operator.add, 1, 2)
+        record = self.hold(bad, take_away=break_it)
+        self.assertIn('its class %s.MyJob cannot be imported: RuntimeError: '
+                      'the database driver is missing' % self.module_name,
+                      record.reason)
