@@ -89,6 +89,14 @@ class PoisonTests(DatabaseFixture, unittest.TestCase):
         importlib.invalidate_caches()
         self.conn.cacheMinimize()
 
+    def break_module(self):
+        """The module fails at import (a missing dependency)."""
+        with open(self.path, 'w') as f:
+            f.write('raise RuntimeError("the database driver is missing")\n')
+        sys.modules.pop(self.module_name, None)
+        importlib.invalidate_caches()
+        self.conn.cacheMinimize()
+
     # -- the dispatcher ---------------------------------------------------
 
     def start(self, size=3):
@@ -182,15 +190,8 @@ class PoisonTests(DatabaseFixture, unittest.TestCase):
                       % self.module_name, record.reason)
 
     def test_module_failing_at_import(self):
-        def break_it():
-            with open(self.path, 'w') as f:
-                f.write('raise RuntimeError("the database driver is '
-                        'missing")\n')
-            sys.modules.pop(self.module_name, None)
-            importlib.invalidate_caches()
-            self.conn.cacheMinimize()
         bad = Job(self.module.work, 21)
-        record = self.hold(bad, take_away=break_it)
+        record = self.hold(bad, take_away=self.break_module)
         self.assertIn('RuntimeError: the database driver is missing',
                       record.reason)
         self.assertIsNotNone(load_problem(bad))
@@ -276,15 +277,8 @@ class TolerantPoisonTests(PoisonTests):
     class_factory = staticmethod(tolerant_class_factory)
 
     def test_job_class_of_a_module_failing_at_import(self):
-        def break_it():
-            with open(self.path, 'w') as f:
-                f.write('raise RuntimeError("the database driver is '
-                        'missing")\n')
-            sys.modules.pop(self.module_name, None)
-            importlib.invalidate_caches()
-            self.conn.cacheMinimize()
         bad = self.module.MyJob(operator.add, 1, 2)
-        record = self.hold(bad, take_away=break_it)
+        record = self.hold(bad, take_away=self.break_module)
         self.assertIn('its class %s.MyJob cannot be imported: RuntimeError: '
                       'the database driver is missing' % self.module_name,
                       record.reason)
