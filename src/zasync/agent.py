@@ -15,6 +15,7 @@ import zope.interface
 from zasync import interfaces
 from zasync import utils
 from zasync._resolving import ResolvingMap
+from zasync.job import check_timeout
 
 __all__ = ['addMainAgentActivationHandler', 'Agent', 'CompletedCollection']
 
@@ -164,11 +165,17 @@ class Agent(utils.Base):
     _chooser = None
     _filter = None
 
-    def __init__(self, chooser=None, filter=None, size=3):
+    #: the default ``timeout`` of the jobs this agent runs (seconds, or
+    #: None: no limit); a job's own ``timeout`` comes first
+    timeout = None
+
+    def __init__(self, chooser=None, filter=None, size=3, timeout=None):
         if chooser is not None and filter is not None:
             raise ValueError('cannot set both chooser and filter to non-None')
         self._data = ResolvingMap()
         self.size = size
+        if timeout is not None:
+            self.timeout = check_timeout(timeout)
         self.filter = filter
         self.chooser = chooser
         self.completed = CompletedCollection()

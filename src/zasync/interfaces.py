@@ -22,9 +22,9 @@ __all__ = [  # noqa: F822 (two names come from __getattr__)
            'IFailure', 'IFilterAgent', 'IJob', 'IJobContainer', 'IJobManager',
            'IMainLoop', 'IObjectAdded', 'IProgressable', 'IProgressableJob',
            'IQueue', 'IQueues', 'IQuota', 'IQuotas', 'IReactor',
-           'IRetryPolicy', 'IUUID', 'JobLoadError', 'JOBS_KEY', 'KEY', 'NEW',
-           'ObjectAdded',
-           'PENDING', 'ReassignedError', 'Status', 'status_title', 'STATUSES',
+           'IRetryPolicy', 'IUUID', 'JobLoadError', 'JOBS_KEY',
+           'JobTimeoutError', 'KEY', 'NEW', 'ObjectAdded', 'PENDING',
+           'ReassignedError', 'Status', 'status_title', 'STATUSES',
            'TimeoutError', 'UnpicklableCallableError']
 
 # --------------------------------------------------------------------------
@@ -82,6 +82,15 @@ class AbortedError(Exception):
 
 class TimeoutError(Exception):
     """A job did not start before its deadline (or was failed by default)."""
+
+
+class JobTimeoutError(BaseException):
+    """A running job ran past its ``timeout`` and was stopped: nothing it
+    wrote was committed.  The message names the limit and the time it ran.
+
+    A ``BaseException`` (as ``KeyboardInterrupt``), so that job code's
+    ``except Exception`` does not swallow it; ``RetryWithBackoff`` retries
+    it only when given it in ``exceptions``."""
 
 
 class JobLoadError(Exception):
@@ -398,8 +407,9 @@ class IQueue(zope.interface.Interface):
     dispatchers = zope.interface.Attribute('IDispatchers')
 
     def put(item, begin_after=None, begin_by=None, failure_log_level=None,
-            retry_policy_factory=None):
-        """Add a job (or something adaptable to IJob); return the job."""
+            retry_policy_factory=None, timeout=None):
+        """Add a job (or something adaptable to IJob); return the job.
+        ``timeout``: at most that many seconds of running."""
 
     def putBack(item):
         """Put a rescheduled or interrupted job first in line."""
@@ -498,7 +508,7 @@ class ICompletedCollection(zope.interface.Interface):
 class IJobManager(zope.interface.Interface):
     """Puts jobs in the default queue and keeps them findable by id."""
 
-    def put(job, site=None):
+    def put(job, site=None, timeout=None):
         """Queue ``job`` in the caller's transaction; return its id."""
 
     def get(job_id, site=None):

@@ -27,6 +27,7 @@ from ZODB._compat import _protocol
 
 from zasync import interfaces
 from zasync import local as zlocal
+from zasync import timeouts
 from zasync import utils
 from zasync.failure import Failure
 from zasync.failure import isFailure
@@ -47,6 +48,7 @@ from zasync.utils import trace_log
 
 __all__ = ['as_job', 'broken_global', 'check_callback_settings',
            'check_failure_log_level', 'check_retry_policy_factory',
+           'check_timeout',
            'ConditionalCallbackProxy', 'import_problem', 'Job',
            'tolerant_class_factory',
            'load_problem', 'MissingCallable', 'NeverRetry', 'parallel',
@@ -154,6 +156,22 @@ def as_job(obj):
             raise TypeError('%r is not a job and not callable' % (obj,))
         job = Job(obj)
     return job
+
+
+def check_timeout(value):
+    """A job's timeout as seconds (a float), or None; ``ValueError`` for
+    anything but None, a positive finite number or ``timedelta``."""
+    if value is None:
+        return None
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError('a timeout is a number of seconds or a timedelta, '
+                         'not %r' % (value,))
+    if not 0 < value < float('inf'):
+        raise ValueError('a timeout must be more than 0 seconds and finite, '
+                         'not %r' % (value,))
+    return float(value)
 
 
 def check_failure_log_level(value):
@@ -421,6 +439,7 @@ class Job(_AddCallbacks, utils.Base):
     _begin_after = None
     _begin_by = None
     _quota_names = ()
+    _timeout = None
     key = None
     retry_policy_factory = None
     failure_log_level = None
@@ -557,6 +576,22 @@ class Job(_AddCallbacks, utils.Base):
                 'can only set quota_names when a job has NEW or PENDING '
                 'status')
         self._quota_names = value
+
+    @property
+    def timeout(self):
+        """At most how many seconds the callable may run (a float), or None:
+        no limit.  Past it the callable is stopped, nothing it wrote
+        commits, and the job fails with ``JobTimeoutError``.  Set it (a
+        number of seconds or a ``timedelta``) while the job is NEW or
+        PENDING."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value):
+        if self.status not in (NEW, PENDING):
+            raise interfaces.BadStatusError(
+                'can only set timeout when a job has NEW or PENDING status')
+        self._timeout = check_timeout(value)
 
     @property
     def initial_callbacks_end(self):
@@ -758,7 +793,8 @@ class Job(_AddCallbacks, utils.Base):
 
             def call():
                 setup[0] = self.setUp()
-                return self.callable(*effective_args, **effective_kwargs)
+                with timeouts.running(self._timeout_token()):
+                    return self.callable(*effective_args, **effective_kwargs)
             # Whatever the callable raises -- SystemExit, KeyboardInterrupt
             # and other BaseExceptions included -- fails the job: it must
             # not end its thread and leave the job ACTIVE.
@@ -806,10 +842,37 @@ class Job(_AddCallbacks, utils.Base):
             tm.abort()
             self._tear_down(setup[0], tm)
             raise
+        except interfaces.JobTimeoutError as e:
+            if not e.args:   # (sent by zasync.timeouts, without a message)
+                e.args = (self._timeout_message(),)
+            failure = Failure()
+            return failure, self._after_error(call_name, failure, setup[0],
+                                              data_cache, tm)
         except catch:
             failure = Failure()
             return failure, self._after_error(call_name, failure, setup[0],
                                               data_cache, tm)
+
+    def _timeout_token(self):
+        # (what the dispatcher's worker thread knows the job by)
+        oid = self._p_oid
+        return ZODB.utils.u64(oid) if oid is not None else None
+
+    def _timeout_message(self):
+        ran = ''
+        if self.active_start is not None:
+            ran = ' (it ran for %.1f s)' % (
+                utils.now() - self.active_start).total_seconds()
+        return ('stopped at its timeout of %g s%s; nothing it wrote was '
+                'committed' % (self.effectiveTimeout() or 0, ran))
+
+    def effectiveTimeout(self):
+        """The job's ``timeout``, else its agent's (``Agent.timeout``), or
+        None."""
+        if self._timeout is not None:
+            return self._timeout
+        agent = self.agent
+        return getattr(agent, 'timeout', None) if agent is not None else None
 
     def _refuse_unqueued_job(self, res):
         """A job returned by the callable is waited for; one that can

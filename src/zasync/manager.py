@@ -203,8 +203,9 @@ class JobManager(grok.GlobalUtility):
                 '<zasync:jobs /> (or zasync.manager.job_container_installer)')
         return container
 
-    def put(self, job, site=None):
+    def put(self, job, site=None, timeout=None):
         """Queue ``job`` in the caller's transaction; return its id.
+        ``timeout``: at most that many seconds of running (``Job.timeout``).
 
         Nothing is committed: the job is queued if, and only if, the
         caller's transaction commits.  ``job`` is a job or a callable; it
@@ -218,7 +219,7 @@ class JobManager(grok.GlobalUtility):
         if queue is None:
             queue = getDefaultQueue(site)
         job = z3.secure(job, site if ISite.providedBy(site) else None)
-        job = queue.put(job)
+        job = queue.put(job, timeout=timeout)
         job_id = get_job_id(job)
         container[job_id] = job
         return job_id

@@ -17,6 +17,7 @@ import ZODB.utils
 
 from zasync import interfaces
 from zasync import local as local_module
+from zasync import timeouts
 from zasync import utils
 from zasync.failure import Failure
 
@@ -275,8 +276,15 @@ class AgentThreadPool:
         info['thread'] = int(ident)
         info['started'] = utils.now()
         utils.trace_log.info('starting in thread %s: %s', ident, info['call'])
+        timer = None
         try:
             job = self._load(conn, oid, database_name)
+            timeout = job.effectiveTimeout()
+            if timeout is not None:
+                timer = threading.Timer(timeout, self._time_up,
+                                        (int(ident), oid, tm, info, timeout))
+                timer.daemon = True
+                timer.start()
             try:
                 result = job.runStarted()   # started when claimed
             except interfaces.BadStatusError:
@@ -308,11 +316,27 @@ class AgentThreadPool:
             info['completed'] = utils.now()
             return True
         finally:
+            if timer is not None:
+                timer.cancel()
             local_module.local.job = None
             tm.abort()
             self.jobids[ident] = None
             utils.trace_log.info(
                 'completed in thread %s: %s', ident, info['call'])
+
+    def _time_up(self, ident, oid, tm, info, timeout):
+        """A job's timeout passed (a timer thread): doom its transaction
+        and stop its callable, if it still runs it."""
+        def doom():
+            try:
+                tm.get().doom()
+            except Exception:   # pragma: no cover - no transaction
+                pass
+        if timeouts.stop(ident, oid, before=doom):
+            info['timed out'] = True
+            utils.events_log.warning(
+                'job %d ran past its timeout of %g s: stopping it (%s)',
+                oid, timeout, info['call'])
 
     #: consecutive database errors after which cleaning up a bad job logs
     #: CRITICAL (and then again every this many errors)

@@ -30,6 +30,7 @@ from zasync.job import as_job
 from zasync.job import check_callback_settings
 from zasync.job import check_failure_log_level
 from zasync.job import check_retry_policy_factory
+from zasync.job import check_timeout
 from zasync.job import load_problem
 from zasync.unloadable import UnloadableJobs
 from zasync.unloadable import job_id
@@ -82,7 +83,7 @@ class Queue(utils.Base):
     # -- adding ------------------------------------------------------------
 
     def put(self, item, begin_after=None, begin_by=None,
-            failure_log_level=None, retry_policy_factory=None):
+            failure_log_level=None, retry_policy_factory=None, timeout=None):
         job = as_job(item)
         # Check everything before changing anything: a refused job is left
         # as it was.
@@ -105,6 +106,7 @@ class Queue(utils.Base):
             else job.retry_policy_factory, job)
         for callback in job.callbacks:
             check_callback_settings(callback)
+        timeout = check_timeout(timeout)
         if failure_log_level is not None:
             job.failure_log_level = failure_log_level
         if retry_policy_factory is not None:
@@ -115,6 +117,8 @@ class Queue(utils.Base):
             job.begin_after = now
         if begin_by is not None:
             job.begin_by = begin_by
+        if timeout is not None:
+            job.timeout = timeout
         if job.assignerUUID is None:
             # zc.async had this test inverted: fresh jobs went unstamped.
             # Rescheduled jobs keep the UUID of whoever put them first.

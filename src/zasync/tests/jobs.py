@@ -101,3 +101,17 @@ def add(a, b):
 
 def fail(message):
     raise ValueError(message)
+
+
+def write_then_loop(key, guard=False):
+    """Write ``root[key] = 1`` in the job's transaction, then loop in
+    Python until stopped (a timeout); with ``guard``, every ``Exception``
+    is caught on the way, as careless job code does."""
+    local.getJob()._p_jar.root()[key] = 1
+    count = 0
+    while True:
+        try:
+            count += 1
+        except Exception:
+            if not guard:
+                raise
