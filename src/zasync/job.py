@@ -1129,11 +1129,26 @@ class Job(_AddCallbacks, utils.Base):
                 ' %d times' % count if isinstance(count, int) and count > 1
                 else '', type(policy).__name__ if policy is not None
                 else 'none')))
+        self._complete_with(failure, tm)
+
+    def _complete_with(self, failure, tm):
+        """Store ``failure`` as the result (commit), log it, run the
+        callbacks."""
         if self._set_result(failure, tm):
             self._log_completion(failure)
             self.resumeCallbacks()
         else:
             self._log_completion(failure)
+
+    def failActive(self, error):
+        """Complete an ACTIVE job with a ``Failure`` of ``error`` from a
+        connection of its own (the thread running the job is gone, or
+        stuck: a dispatcher abandoned it); commits, then runs the
+        callbacks."""
+        if self.status != ACTIVE:
+            raise interfaces.BadStatusError(
+                'can only call failActive on a job with ACTIVE status')
+        self._complete_with(Failure(error), utils.transaction_manager(self))
 
     def handleCallbackInterrupt(self, caller):
         """Deal with this callback having been interrupted while running."""

@@ -113,13 +113,16 @@ class WorkerDispatcher(dispatcher_module.Dispatcher):
 class RecordSettings:
     """On activation of our record in a queue: the agents of the command
     line (added, resized; others removed -- they are empty right after
-    activation) and the ping / death intervals."""
+    activation), their default job timeout, and the ping / death
+    intervals."""
 
-    def __init__(self, uuid, agents, ping_interval=None, death_interval=None):
+    def __init__(self, uuid, agents, ping_interval=None, death_interval=None,
+                 job_timeout=None):
         self.uuid = uuid
         self.agents = list(agents)
         self.ping_interval = ping_interval
         self.death_interval = death_interval
+        self.job_timeout = job_timeout
 
     def __call__(self, event):
         da = event.object
@@ -148,6 +151,9 @@ class RecordSettings:
                 agent.size = size
                 log.info('agent %r of queue %r resized to %d',
                          name, queue_name, size)
+            agent = da[name]
+            if agent.timeout != self.job_timeout:
+                agent.timeout = self.job_timeout
 
 
 # --------------------------------------------------------------------------
@@ -160,20 +166,21 @@ class Worker:
 
     ``progress(done, total, text)``, if given, is told how the grace period
     goes (seconds gone of the grace), and ``text`` None when it ends: the
-    command draws a progress bar with it.
+    command draws a progress bar with it.  ``job_timeout`` (seconds) is
+    the default ``timeout`` of the jobs its agents run.
     """
 
     def __init__(self, db, uuid, agents=(DEFAULT_AGENT,),
                  poll_interval=DEFAULT_POLL_INTERVAL, ping_interval=None,
                  death_interval=None, grace=DEFAULT_GRACE, reactor=None,
-                 progress=None):
+                 progress=None, job_timeout=None):
         self.db = db
         self.uuid = uuid
         self.agents = list(agents)
         self.poll_interval = poll_interval
         self.grace = grace
         self.settings = RecordSettings(uuid, self.agents, ping_interval,
-                                       death_interval)
+                                       death_interval, job_timeout)
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor

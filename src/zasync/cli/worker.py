@@ -127,6 +127,11 @@ def configure_parser(parser):
              'before they are requeued as interrupted, 0 to 86400; default '
              '%(default)s')
     parser.add_argument(
+        '--job-timeout', type=positive_seconds, metavar='SECONDS',
+        help='stop a job that runs longer than this and fail it with '
+             'JobTimeoutError, nothing it wrote committed (the default of '
+             'jobs without a timeout of their own; default: no limit)')
+    parser.add_argument(
         '--log-level', default='INFO',
         choices=['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'],
         help='level of the log on stderr; default %(default)s')
@@ -219,6 +224,7 @@ def run(args):
     worker = Worker(db, uuid, agents, poll_interval=args.poll_interval,
                     ping_interval=args.ping_interval,
                     death_interval=args.death_interval, grace=args.grace,
+                    job_timeout=args.job_timeout,
                     progress=Bar(sys.stderr))
     status = worker.run()
     alive = worker.dispatcher.join(1)

@@ -45,6 +45,7 @@ LAYERS = {}
 
 LAYERS['catastrophes.rst'] = WorkersLayer   # a ZEOLayer
 LAYERS['poison.rst'] = WorkersLayer
+LAYERS['control.rst'] = WorkersLayer
 LAYERS['deployment.rst'] = ScaleOutLayer    # ZEO and PostgreSQL
 
 
