@@ -342,9 +342,11 @@ class AgentThreadPool:
     #: socket read, a C extension)
     stop_grace = 2.0
 
-    def _time_up(self, ident, oid, tm, info, timeout):
+    def _time_up(self, ident, oid, tm, info, timeout, tries=0):
         """A job's timeout passed (a timer thread): doom its transaction
-        and stop its callable, if it still runs it."""
+        and stop its callable, if it runs it (if the thread is not in the
+        callable yet -- in the job's ``setUp`` -- try again a little
+        later, until the job is done)."""
         grace = threading.Timer(self.stop_grace, self._abandon_if_stuck,
                                 (ident, oid, info, timeout))
         grace.daemon = True
@@ -358,6 +360,13 @@ class AgentThreadPool:
             self._grace_timers[ident] = grace
 
         if not timeouts.stop(ident, oid, before=before_stop):
+            key = self.jobids.get(str(ident))
+            if (key is not None and key[0] == oid and tries < 100
+                    and info['completed'] is None):
+                again = threading.Timer(0.05, self._time_up, (
+                    ident, oid, tm, info, timeout, tries + 1))
+                again.daemon = True
+                again.start()
             return
         info['timed out'] = True
         utils.events_log.warning(
