@@ -9,6 +9,11 @@ sets ``global_transaction = True``.  With ``queues = True`` the database
 gets the ``Queues`` and the default queue, ``self.queue``, committed.
 ``tearDown`` aborts, closes and removes everything again.
 
+``DispatcherFixture`` adds a dispatcher on a test ``Reactor`` with real
+worker threads (``self.dispatcher``, ``self.reactor``, ``self.uuid``) and
+an agent ``main`` of ``agent_size`` threads (``self.agent``), the queues
+installed.
+
 ``put_jobs(path, *calls)`` stores jobs in the default queue of the
 FileStorage at ``path`` (made if need be), for tests of commands that open
 it themselves.  ``assigner_uuid()`` is a context manager registering a
@@ -29,7 +34,8 @@ import zope.component.testing
 
 from zasync import interfaces
 
-__all__ = ['DatabaseFixture', 'assigner_uuid', 'put_jobs']
+__all__ = ['DatabaseFixture', 'DispatcherFixture', 'assigner_uuid',
+           'put_jobs']
 
 
 class DatabaseFixture:
@@ -106,3 +112,36 @@ def put_jobs(path, *calls):
     finally:
         db.close()
     return ids
+
+
+class DispatcherFixture(DatabaseFixture):
+
+    queues = True
+    #: the size of the dispatcher's agent ``main``
+    agent_size = 1
+
+    def setUp(self):
+        super().setUp()
+        from zasync import testing
+        from zasync.agent import Agent
+        from zasync.dispatcher import Dispatcher
+        self.uuid = uuid.uuid4()
+        zope.component.provideUtility(self.uuid, interfaces.IUUID)
+        self.reactor = testing.Reactor()
+        self.dispatcher = Dispatcher(self.db, self.reactor, poll_interval=1)
+        self.dispatcher.activate()
+        self.reactor.start()
+        testing.get_poll(self.dispatcher, 0)
+        self.tm.begin()
+        self.agent = self.queue.dispatchers[self.uuid]['main'] = Agent(
+            size=self.agent_size)
+        self.tm.commit()
+
+    def tearDown(self):
+        from zasync import dispatcher
+        from zasync import testing
+        try:
+            testing.tear_down_dispatchers()
+        finally:
+            dispatcher.clear()
+            super().tearDown()

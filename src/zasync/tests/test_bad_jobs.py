@@ -15,22 +15,19 @@ import logging
 import operator
 import sys
 import unittest
-import uuid
 
 import zope.component
 import zope.interface
 
-import zasync.agent
-import zasync.dispatcher
 from zasync import interfaces
 from zasync import local
 from zasync import testing
 from zasync import utils
-from zasync.dispatcher import Dispatcher
 from zasync.failure import Failure
 from zasync.job import Job
 from zasync.job import NeverRetry
 from zasync.testing.fixtures import DatabaseFixture
+from zasync.testing.fixtures import DispatcherFixture
 
 
 class CustomStop(BaseException):
@@ -143,29 +140,10 @@ class BaseExceptionTests(DatabaseFixture, unittest.TestCase):
             self.assertIs(job.result.check(kind), kind)
 
 
-class DispatchedBadJobsTests(DatabaseFixture, unittest.TestCase):
+class DispatchedBadJobsTests(DispatcherFixture, unittest.TestCase):
     """Through a real dispatcher and its worker threads."""
 
-    queues = True
-
-    def setUp(self):
-        super().setUp()
-        self.uuid = uuid.uuid4()
-        zope.component.provideUtility(self.uuid, interfaces.IUUID)
-        self.reactor = testing.Reactor()
-        self.dispatcher = Dispatcher(self.db, self.reactor, poll_interval=1)
-        self.dispatcher.activate()
-        self.reactor.start()
-        testing.get_poll(self.dispatcher, 0)
-        self.tm.begin()
-        self.queue.dispatchers[self.uuid]['main'] = zasync.agent.Agent(
-            size=2)
-        self.tm.commit()
-
-    def tearDown(self):
-        testing.tear_down_dispatchers()
-        zasync.dispatcher.clear()
-        super().tearDown()
+    agent_size = 2
 
     def test_sys_exit_jobs_do_not_stop_the_agent(self):
         quota = self.queue.quotas.create('api', 2)

@@ -7,10 +7,8 @@ time (fractions of a second), the waits have timeouts of their own.
 import datetime
 import operator
 import unittest
-import uuid
 
 import transaction
-import zope.component
 
 import zasync.agent
 import zasync.dispatcher
@@ -18,10 +16,10 @@ import zasync.pool
 from zasync import interfaces
 from zasync import testing
 from zasync import timeouts
-from zasync.dispatcher import Dispatcher
 from zasync.job import Job
 from zasync.job import RetryWithBackoff
 from zasync.testing.fixtures import DatabaseFixture
+from zasync.testing.fixtures import DispatcherFixture
 from zasync.tests import jobs
 
 
@@ -62,28 +60,9 @@ class TimeoutSettingTests(DatabaseFixture, unittest.TestCase):
         self.assertFalse(timeouts.stop(threading.get_ident(), 41))
 
 
-class DispatchedTimeoutTests(DatabaseFixture, unittest.TestCase):
+class DispatchedTimeoutTests(DispatcherFixture, unittest.TestCase):
 
-    queues = True
-
-    def setUp(self):
-        super().setUp()
-        self.uuid = uuid.uuid4()
-        zope.component.provideUtility(self.uuid, interfaces.IUUID)
-        self.reactor = testing.Reactor()
-        self.dispatcher = Dispatcher(self.db, self.reactor, poll_interval=1)
-        self.dispatcher.activate()
-        self.reactor.start()
-        testing.get_poll(self.dispatcher, 0)
-        self.tm.begin()
-        self.agent = self.queue.dispatchers[self.uuid]['main'] = \
-            zasync.agent.Agent(size=1)
-        self.tm.commit()
-
-    def tearDown(self):
-        testing.tear_down_dispatchers()
-        zasync.dispatcher.clear()
-        super().tearDown()
+    agent_size = 1
 
     def committed_root(self):
         tm = transaction.TransactionManager()
