@@ -338,10 +338,6 @@ class IJob(IAbstractJob):
         """Run a job made ACTIVE by ``start`` (and committed since); return
         its result (zasync)."""
 
-    def failActive(error):
-        """Complete an ACTIVE job, whose thread is gone or stuck, with a
-        ``Failure`` of ``error`` (zasync)."""
-
     def handleInterrupt():
         """Deal with an interruption: retry per policy or abort."""
 

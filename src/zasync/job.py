@@ -793,7 +793,7 @@ class Job(_AddCallbacks, utils.Base):
 
             def call():
                 setup[0] = self.setUp()
-                with timeouts.running(self._timeout_token()):
+                with timeouts.running():
                     return self.callable(*effective_args, **effective_kwargs)
             # Whatever the callable raises -- SystemExit, KeyboardInterrupt
             # and other BaseExceptions included -- fails the job: it must
@@ -852,11 +852,6 @@ class Job(_AddCallbacks, utils.Base):
             failure = Failure()
             return failure, self._after_error(call_name, failure, setup[0],
                                               data_cache, tm)
-
-    def _timeout_token(self):
-        # (what the dispatcher's worker thread knows the job by)
-        oid = self._p_oid
-        return ZODB.utils.u64(oid) if oid is not None else None
 
     def _timeout_message(self):
         ran = ''
@@ -1139,16 +1134,6 @@ class Job(_AddCallbacks, utils.Base):
             self.resumeCallbacks()
         else:
             self._log_completion(failure)
-
-    def failActive(self, error):
-        """Complete an ACTIVE job with a ``Failure`` of ``error`` from a
-        connection of its own (the thread running the job is gone, or
-        stuck: a dispatcher abandoned it); commits, then runs the
-        callbacks."""
-        if self.status != ACTIVE:
-            raise interfaces.BadStatusError(
-                'can only call failActive on a job with ACTIVE status')
-        self._complete_with(Failure(error), utils.transaction_manager(self))
 
     def handleCallbackInterrupt(self, caller):
         """Deal with this callback having been interrupted while running."""

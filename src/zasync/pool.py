@@ -60,8 +60,6 @@ class AgentThreadPool:
         self._stops = 0             # STOP items queued but not yet taken
         self._claim_requested = False
         self.outstanding = 0        # claimed jobs not yet finished here
-        self.abandoned = []         # threads stuck past a job's timeout
-        self._grace_timers = {}     # thread ident -> the stuck-check timer
         if size:
             self.setSize(size)
 
@@ -194,10 +192,7 @@ class AgentThreadPool:
                     try:
                         keep_going = self._perform(conn, ident, first)
                     finally:
-                        if not self._is_abandoned():
-                            self._done()   # (else done when abandoned)
-                    if self._is_abandoned():
-                        return   # (another thread took our place)
+                        self._done()
                     if keep_going and dispatcher.activated:
                         dispatcher.archiveCompleted(
                             conn, self.queue_name, self.name)
@@ -215,17 +210,12 @@ class AgentThreadPool:
                 utils.trace_log.debug('closing a worker connection failed',
                                       exc_info=True)
             self.jobids.pop(ident, None)
-            if dispatcher.activated and not self._is_abandoned():
+            if dispatcher.activated:
                 # Replace this thread if it died of an unexpected error.
                 try:
                     dispatcher.reactor.callFromThread(self._replace)
                 except Exception:  # pragma: no cover - reactor gone
                     pass
-
-    def _is_abandoned(self):
-        current = threading.current_thread()
-        with self._lock:
-            return any(thread is current for thread in self.abandoned)
 
     def _replace(self):
         if self.dispatcher.activated and self.size:
@@ -291,8 +281,10 @@ class AgentThreadPool:
             job = self._load(conn, oid, database_name)
             timeout = job.effectiveTimeout()
             if timeout is not None:
-                timer = threading.Timer(timeout, self._time_up,
-                                        (int(ident), oid, tm, info, timeout))
+                token = object()   # (this run of the job, and no other)
+                timeouts.assign(token)
+                timer = threading.Timer(timeout, self._time_up, (
+                    int(ident), token, oid, tm, info, timeout))
                 timer.daemon = True
                 timer.start()
             try:
@@ -326,45 +318,33 @@ class AgentThreadPool:
             info['completed'] = utils.now()
             return True
         finally:
+            timeouts.assign(None)
             if timer is not None:
                 timer.cancel()
-                grace = self._grace_timers.pop(int(ident), None)
-                if grace is not None and not self._is_abandoned():
-                    grace.cancel()
             local_module.local.job = None
             tm.abort()
             self.jobids[ident] = None
             utils.trace_log.info(
                 'completed in thread %s: %s', ident, info['call'])
 
-    #: seconds a job's thread gets, once stopped at its timeout, to end the
-    #: job before it is abandoned as stuck (in C code: ``time.sleep``, a
-    #: socket read, a C extension)
-    stop_grace = 2.0
-
-    def _time_up(self, ident, oid, tm, info, timeout, tries=0):
+    def _time_up(self, ident, token, oid, tm, info, timeout, tries=0):
         """A job's timeout passed (a timer thread): doom its transaction
         and stop its callable, if it runs it (if the thread is not in the
         callable yet -- in the job's ``setUp`` -- try again a little
         later, until the job is done)."""
-        grace = threading.Timer(self.stop_grace, self._abandon_if_stuck,
-                                (ident, oid, info, timeout))
-        grace.daemon = True
-
         def before_stop():
             # (the job's thread cannot leave its callable meanwhile)
             try:
                 tm.get().doom()
             except Exception:   # pragma: no cover - no transaction
                 pass
-            self._grace_timers[ident] = grace
 
-        if not timeouts.stop(ident, oid, before=before_stop):
+        if not timeouts.stop(ident, token, before=before_stop):
             key = self.jobids.get(str(ident))
             if (key is not None and key[0] == oid and tries < 100
                     and info['completed'] is None):
                 again = threading.Timer(0.05, self._time_up, (
-                    ident, oid, tm, info, timeout, tries + 1))
+                    ident, token, oid, tm, info, timeout, tries + 1))
                 again.daemon = True
                 again.start()
             return
@@ -372,53 +352,6 @@ class AgentThreadPool:
         utils.events_log.warning(
             'job %d ran past its timeout of %g s: stopping it (%s)',
             oid, timeout, info['call'])
-        grace.start()
-
-    def _abandon_if_stuck(self, ident, oid, info, timeout):
-        """A stopped job's thread has not ended the job: it is stuck in C
-        code.  Abandon the thread (its transaction is doomed: whatever it
-        does when it returns cannot commit), start another in its place,
-        and fail the job from a connection of our own."""
-        key = self.jobids.get(str(ident))
-        if key is None or key[0] != oid or info['completed'] is not None:
-            return
-        with self._lock:
-            stuck = [t for t in self.threads if t.ident == ident]
-            self.threads = [t for t in self.threads if t.ident != ident]
-            self.abandoned.extend(stuck)
-            self.outstanding -= 1   # (its job is ours to end now)
-        utils.events_log.error(
-            'job %d is stuck past its timeout of %g s (in C code?): its '
-            'thread is abandoned and replaced, and the job fails (%s)',
-            oid, timeout, info['call'])
-        info['abandoned'] = True
-        if self.dispatcher.activated:
-            self.setSize()   # a thread in the stuck one's place
-        error = interfaces.JobTimeoutError(
-            'stopped at its timeout of %g s, but stuck (in C code?): its '
-            'thread was abandoned; nothing it wrote was committed'
-            % (timeout,))
-        tm = transaction.TransactionManager()
-        conn = self.dispatcher.db.open(transaction_manager=tm)
-        try:
-            for attempt in range(5):
-                tm.begin()
-                job = conn.get(ZODB.utils.p64(oid))
-                try:
-                    job.failActive(error)
-                    self.requestClaim()   # (its place in the agent is free)
-                    return
-                except interfaces.BadStatusError:
-                    return   # it ended meanwhile after all
-                except ZODB.POSException.ConflictError:
-                    tm.abort()
-            utils.events_log.critical('could not fail the stuck job %d', oid)
-        except Exception:
-            utils.events_log.critical('could not fail the stuck job %d', oid,
-                                      exc_info=True)
-        finally:
-            tm.abort()
-            conn.close()
 
     #: consecutive database errors after which cleaning up a bad job logs
     #: CRITICAL (and then again every this many errors)

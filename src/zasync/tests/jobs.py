@@ -2,7 +2,6 @@
 *processes*: they must be importable there, so they live in a real module.
 """
 import os
-import threading
 import time
 
 import BTrees.OOBTree
@@ -116,15 +115,3 @@ def write_then_loop(key, guard=False):
         except Exception:
             if not guard:
                 raise
-
-
-#: what ``wait_in_c`` waits for (tests set it to release the thread)
-released = threading.Event()
-
-
-def wait_in_c(key):
-    """Write ``root[key] = 1``, then block in C code (a lock's wait) until
-    ``released`` is set: an asynchronous exception cannot stop it."""
-    local.getJob()._p_jar.root()[key] = 1
-    released.wait(60)
-    return 'released'

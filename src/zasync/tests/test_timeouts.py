@@ -12,7 +12,6 @@ import transaction
 
 import zasync.agent
 import zasync.dispatcher
-import zasync.pool
 from zasync import interfaces
 from zasync import testing
 from zasync import timeouts
@@ -54,10 +53,21 @@ class TimeoutSettingTests(DatabaseFixture, unittest.TestCase):
 
     def test_stop_only_hits_a_running_callable(self):
         import threading
-        self.assertFalse(timeouts.stop(threading.get_ident(), 42))
-        with timeouts.running(41):
-            self.assertFalse(timeouts.stop(threading.get_ident(), 42))
-        self.assertFalse(timeouts.stop(threading.get_ident(), 41))
+        ident = threading.get_ident()
+        token, other = object(), object()
+        self.assertFalse(timeouts.stop(ident, token))
+        with timeouts.running():   # (nothing assigned: cannot be stopped)
+            self.assertFalse(timeouts.stop(ident, token))
+        timeouts.assign(token)
+        with timeouts.running():
+            self.assertFalse(timeouts.stop(ident, other))
+        self.assertFalse(timeouts.stop(ident, token))   # (left it)
+        timeouts.assign(token)
+        with self.assertRaises(interfaces.JobTimeoutError):
+            with timeouts.running():
+                self.assertTrue(timeouts.stop(ident, token))
+                while True:   # (until it arrives)
+                    pass
 
 
 class DispatchedTimeoutTests(DispatcherFixture, unittest.TestCase):
@@ -124,35 +134,3 @@ class DispatchedTimeoutTests(DispatcherFixture, unittest.TestCase):
         failure = testing.wait_for_result(job, 10)
         self.assertTrue(failure.check(interfaces.JobTimeoutError))
         self.assertEqual(job.getRetryPolicy().data.get('attempts'), None)
-
-    def test_a_thread_stuck_in_c_is_abandoned_and_replaced(self):
-        pool_class = zasync.pool.AgentThreadPool
-        grace, pool_class.stop_grace = pool_class.stop_grace, 0.2
-        jobs.released.clear()
-        try:
-            stuck = self.queue.put(Job(jobs.wait_in_c, 's'), timeout=0.3)
-            behind = self.queue.put(Job(operator.add, 40, 2))
-            self.tm.commit()
-            testing.get_poll(self.dispatcher)
-            failure = testing.wait_for_result(stuck, 10)
-            self.assertTrue(failure.check(interfaces.JobTimeoutError))
-            self.assertIn('stuck (in C code?): its thread was abandoned',
-                          failure.getErrorMessage())
-            # Another thread took the stuck one's place: the size-1 agent
-            # runs the next job.
-            self.assertEqual(testing.wait_for_result(behind, 10), 42)
-            [pool] = self.dispatcher.queues[''].values()
-            [abandoned] = pool.abandoned
-            self.assertTrue(abandoned.is_alive())
-            self.assertEqual(len(pool.threads), 1)
-        finally:
-            jobs.released.set()
-            pool_class.stop_grace = grace
-        # Released, the abandoned thread ends without committing anything.
-        abandoned.join(10)
-        self.assertFalse(abandoned.is_alive())
-        self.assertNotIn('s', self.committed_root())
-        self.tm.begin()
-        self.assertIs(stuck.result.check(interfaces.JobTimeoutError),
-                      interfaces.JobTimeoutError)
-        self.assertIn('abandoned', stuck.result.getErrorMessage())
