@@ -50,6 +50,7 @@ from zasync.failure import Failure
 from zasync.failure import bounded_repr
 from zasync.job import broken_global
 from zasync.job import load_problem as engine_load_problem
+from zasync.job import tolerant_class_factory
 
 __all__ = ['COUNT_BUDGET', 'OUTCOMES', 'PROBLEM', 'REPR_LIMIT',
            'STATE_NAMES', 'STATS_WINDOW', 'STATUS_LABELS', 'Found',
@@ -136,22 +137,6 @@ def _shadow(state):
     return shadow
 
 
-_placeholders = {}
-
-
-def _tolerant_class(conn, module, name):
-    """The class (or function) ``module.name``; a ``ZODB.broken``
-    placeholder when it cannot be imported, whatever the error."""
-    try:
-        return conn.db().classFactory(conn, module, name)
-    except Exception:
-        key = (module, name)
-        if key not in _placeholders:
-            _placeholders[key] = type(name, (ZODB.broken.Broken,),
-                                      {'__module__': module})
-        return _placeholders[key]
-
-
 def _tolerant_state(obj):
     """The state of an object that cannot be loaded (unpickling it
     raises, e.g. a module raising at import), with placeholders for
@@ -161,7 +146,7 @@ def _tolerant_state(obj):
         conn = obj._p_jar
         data, serial = conn._storage.load(obj._p_oid)
         reader = ZODB.serialize.ObjectReader(conn, conn._cache,
-                                             _tolerant_class)
+                                             tolerant_class_factory)
         return reader.getState(data)
     except Exception:
         return None
