@@ -56,10 +56,30 @@ RELSTORAGE_REQUIRE = [
     'psycopg2-binary >= 2.9',
 ]
 
+# zasync migrate: zc.async databases written on Python 2 (zodbupdate as a
+# library for the pickles; its entry points carry zasync's renames).
+MIGRATE_REQUIRE = [
+    'zodbupdate >= 2.0',
+    'zodbpickle >= 3.0',
+]
+
+# The dashboard, JSON API and Prometheus metrics: ``zasync web``,
+# ``zasync worker --metrics-listen``, browser.zcml (zasync.web).
+WEB_REQUIRE = [
+    'waitress >= 2.1',
+    'prometheus_client >= 0.17',
+    'WebOb >= 1.8',
+    'zope.password >= 5.0',  # zasync web --users FILE: salted hashes
+]
+
 # Everything the tests need (buildout installs ``zasync [test]``): every
 # extra, the test runner, the functional layer's Zope WSGI application
 # (tests/ftapp.zcml), and the tools of .ci/run.
-TESTS_REQUIRE = ZOPE_REQUIRE + ZEO_REQUIRE + RELSTORAGE_REQUIRE + [
+TESTS_REQUIRE = (ZOPE_REQUIRE + ZEO_REQUIRE + RELSTORAGE_REQUIRE
+                 + WEB_REQUIRE) + MIGRATE_REQUIRE + [
+    # the web tests: a WSGI test client, and a real browser (Chromium)
+    'WebTest >= 3.0',
+    'selenium >= 4.10, < 4.52',  # (4.52 needs a certifi not on PyPI yet)
     'zope.testing >= 5.0',
     'zope.testrunner >= 6.0',
     'zope.principalregistry >= 5.0',  # runner doctest: <principal>
@@ -104,6 +124,7 @@ setup(
     package_data={
         'zasync': ['*.zcml'],
         'zasync.tests': ['*.zcml'],
+        'zasync.web': ['templates/*.html', 'static/*'],
         'zasync.docs': ['*.rst'],
     },
     zip_safe=False,
@@ -112,11 +133,20 @@ setup(
         'zope': ZOPE_REQUIRE,
         'zeo': ZEO_REQUIRE,
         'relstorage': RELSTORAGE_REQUIRE,
+        'web': WEB_REQUIRE,
+        'migrate': MIGRATE_REQUIRE,
         'test': TESTS_REQUIRE,
     },
     entry_points={
         'console_scripts': [
             'zasync = zasync.cli:main',
+        ],
+        # zodbupdate (--convert-py3) over a whole database applies these
+        'zodbupdate': [
+            'zasync = zasync.migration.rules:renames',
+        ],
+        'zodbupdate.decode': [
+            'zasync = zasync.migration.rules:decoders',
         ],
     },
 )
