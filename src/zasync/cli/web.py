@@ -26,7 +26,8 @@ from zasync.cli.common import close_databases
 from zasync.cli.common import open_uri
 from zasync.cli.common import open_zope_conf
 
-__all__ = ['add_commands', 'listen_address', 'run', 'web_user']
+__all__ = ['add_commands', 'listen_address', 'run', 'start_metrics',
+           'web_user']
 
 DEFAULT_LISTEN = '127.0.0.1:8080'
 
@@ -132,6 +133,24 @@ def run(args):
     finally:
         close_databases(db)
     return 0
+
+
+def start_metrics(db, dispatcher, address):
+    """``zasync worker --metrics-listen HOST:PORT``: serve the metrics of
+    ``db`` and of the worker's dispatcher (a function returning it) in
+    threads of their own; a ``zasync.web.metrics.WorkerMetrics`` to
+    ``stop()``."""
+    try:
+        from zasync.web import metrics
+    except ImportError as e:
+        raise UsageError('--metrics-listen needs the web extra (pip install '
+                         '"zasync[web]"): %s' % (utils.one_line(e),))
+    host, port = address
+    try:
+        return metrics.start_worker_metrics(db, dispatcher, host, port)
+    except OSError as e:
+        raise UsageError('cannot listen on %s:%d for metrics: %s' % (
+            host, port, e.strerror or e))
 
 
 def web_user(args):

@@ -10,6 +10,7 @@ import sys
 from zasync import dispatcher as dispatcher_module
 from zasync import instanceuuid
 from zasync import worker as worker_module
+from zasync.cli import web
 from zasync.cli.common import CommandLineError
 from zasync.cli.common import UsageError
 from zasync.cli.common import add_database_arguments
@@ -132,6 +133,10 @@ def configure_parser(parser):
              'JobTimeoutError, nothing it wrote committed (the default of '
              'jobs without a timeout of their own; default: no limit)')
     parser.add_argument(
+        '--metrics-listen', type=web.listen_address, metavar='HOST:PORT',
+        help='serve Prometheus metrics at http://HOST:PORT/metrics (e.g. '
+             '127.0.0.1:9100; needs the web extra)')
+    parser.add_argument(
         '--log-level', default='INFO',
         choices=['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'],
         help='level of the log on stderr; default %(default)s')
@@ -226,7 +231,15 @@ def run(args):
                     death_interval=args.death_interval, grace=args.grace,
                     job_timeout=args.job_timeout,
                     progress=Bar(sys.stderr))
-    status = worker.run()
+    metrics = None
+    if args.metrics_listen:
+        metrics = web.start_metrics(db, lambda: worker.dispatcher,
+                                    args.metrics_listen)
+    try:
+        status = worker.run()
+    finally:
+        if metrics is not None:
+            metrics.stop()
     alive = worker.dispatcher.join(1)
     if alive:
         # Jobs beyond the grace period: their records went back to the

@@ -282,11 +282,13 @@ class DatabaseCollector:
 
 
 class DispatcherCollector:
-    """``zasync_worker_*`` metrics of the jobs ``dispatcher`` started in
-    this process (its ``jobs`` records)."""
+    """``zasync_worker_*`` metrics of the jobs a dispatcher started in this
+    process (its ``jobs`` records); ``dispatcher`` is the dispatcher, or a
+    function returning it (None while there is none yet)."""
 
     def __init__(self, dispatcher):
-        self.dispatcher = dispatcher
+        self.source = dispatcher if callable(dispatcher) and not hasattr(
+            dispatcher, 'jobs') else (lambda: dispatcher)
         self.lock = threading.Lock()
         self.seen = {}          # id(info) -> (info, set of counted events)
         self.counters = {}      # (name, queue, agent) -> n
@@ -298,8 +300,9 @@ class DispatcherCollector:
         return []
 
     def sample(self):
+        dispatcher = self.source()
         with self.lock:
-            infos = list(self.dispatcher.jobs.values())
+            infos = list(dispatcher.jobs.values()) if dispatcher else []
             current = set()
             for info in infos:
                 current.add(id(info))
@@ -361,8 +364,9 @@ class DispatcherCollector:
             active = core.GaugeMetricFamily(
                 'zasync_worker_active_jobs',
                 'Jobs the worker threads run right now')
+            dispatcher = self.source()
             active.add_metric([], len(_safely(
-                self.dispatcher.getActiveJobIds, [])))
+                dispatcher.getActiveJobIds, [])) if dispatcher else 0)
             yield active
 
     def start(self, interval=SAMPLE_INTERVAL):
@@ -428,13 +432,12 @@ class WorkerMetrics:
         self.thread.join(5)
 
 
-def start_worker_metrics(dispatcher, host, port):
-    """Serve the database's and ``dispatcher``'s metrics at
-    ``http://host:port/metrics`` (``zasync worker --metrics-listen``);
-    return a ``WorkerMetrics``."""
+def start_worker_metrics(db, dispatcher, host, port):
+    """Serve the metrics of ``db`` and of ``dispatcher`` (or a function
+    returning it) at ``http://host:port/metrics`` (``zasync worker
+    --metrics-listen``); return a ``WorkerMetrics`` (``stop()`` it)."""
     sampler = DispatcherCollector(dispatcher)
-    registry = make_registry(DatabaseCollector(read_root(dispatcher.db)),
-                             sampler)
+    registry = make_registry(DatabaseCollector(read_root(db)), sampler)
     server, thread = prometheus_client.start_http_server(
         port, addr=host, registry=registry)
     sampler.start()
