@@ -161,10 +161,18 @@ def _working_copy(path, directory):
     with open(copy, 'r+b') as f:
         f.write(b'FS30')
     try:
-        return ZODB.FileStorage.FileStorage(copy, read_only=True)
+        storage = ZODB.FileStorage.FileStorage(copy, read_only=True)
     except Exception as e:
         raise MigrationError('%s is not a valid FileStorage file: %s' % (
             path, _one_line(e)))
+    size = os.path.getsize(copy)
+    if storage.getSize() < size:
+        storage.close()
+        raise MigrationError(
+            '%s is damaged: its last %d bytes are not a complete transaction'
+            ' (check it with fstest, repair it with fsrecover)'
+            % (path, size - storage.getSize()))
+    return storage
 
 
 def _one_line(error):
@@ -337,6 +345,25 @@ def migrate(sources, outputs=None, dry_run=False, progress=None):
     report = Report(dry_run=dry_run)
     workdirs = []
     temps = []
+    try:
+        return _migrate_files(sources, outputs, dry_run, progress, report,
+                              workdirs, temps)
+    except MigrationError:
+        raise
+    except Exception as e:
+        first = ('; first problem: oid 0x%x: %s' % (
+            report.problems[0][0], report.problems[0][2])
+            if report.problems and report.problems[0][0] is not None
+            else '')
+        raise MigrationError('cannot migrate %s: %s%s' % (
+            ', '.join(path for name, path in sources), _one_line(e), first))
+    finally:
+        for workdir in workdirs:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _migrate_files(sources, outputs, dry_run, progress, report, workdirs,
+                   temps):
     db = None
     try:
         for index, (name, path) in enumerate(sources):
@@ -355,8 +382,15 @@ def migrate(sources, outputs=None, dry_run=False, progress=None):
             temps.append(temp)
         databases = {}
         for (name, path), temp in zip(sources, temps):
-            ZODB.DB(ZODB.FileStorage.FileStorage(temp), database_name=name,
-                    databases=databases)
+            storage = ZODB.FileStorage.FileStorage(temp)
+            try:
+                db = ZODB.DB(storage, database_name=name,
+                             databases=databases)
+            except Exception as e:
+                storage.close()
+                raise MigrationError(
+                    'cannot migrate %s: its root object cannot be read (%s)'
+                    % (path, _one_line(e)))
         db = databases[sources[0][0]]
         _rebuild(db, report, progress)
         for member in list(databases.values()):
@@ -374,8 +408,6 @@ def migrate(sources, outputs=None, dry_run=False, progress=None):
         if db is not None:
             for member in list(db.databases.values()):
                 _close(member)
-        for workdir in workdirs:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def migrate_storage(db, dry_run=False, progress=None):

@@ -29,6 +29,7 @@ from zasync.queue import Queue
 __all__ = ['BATCH', 'commit', 'OLD_KEY', 'Rebuilder']
 
 BATCH = 500
+_KEEP = 'zasync.migration: kept'
 OLD_KEY = 'zc.async'
 _LEGACY = (legacy.BucketQueue, legacy.CompositeQueue, legacy.Periodic,
            legacy.Forest)
@@ -152,6 +153,9 @@ class Rebuilder:
     def _put(self, queue, job, back=False):
         uuid = job.assignerUUID
         job.parent = None
+        # (a placeholder, so that put() does not stamp this process's
+        # instance UUID -- nor create a UUID file for it)
+        job.assignerUUID = _KEEP
         try:
             if back:
                 queue.putBack(job)
@@ -163,6 +167,7 @@ class Rebuilder:
                                       type(job).__name__),
                 'could not be put in queue %r again (%s: %s); it is out '
                 'of the queue' % (queue.name, type(e).__name__, e))
+            job.assignerUUID = uuid
             return
         job.assignerUUID = uuid
 
@@ -193,4 +198,3 @@ def commit(tm, conn):
     tm.commit()
     for member in conn.connections.values():
         member.cacheMinimize()
-
