@@ -232,6 +232,8 @@ class Dispatcher:
         self._wake_pending = False
         self._poll_soon_pending = False
         self._record_oids = frozenset()    # our DispatcherAgents records
+        self._cancel_oids = frozenset()    # queues and their cancellations
+        self._cancel_check_pending = False
         self._pool_size_added = 0
 
     def __repr__(self):
@@ -428,6 +430,7 @@ class Dispatcher:
             if queues is not None:
                 watched = set()
                 records = set()
+                cancels = set()
                 seen = set()
                 for queue in list(queues.values()):
                     seen.add(queue.name)
@@ -435,11 +438,14 @@ class Dispatcher:
                     da = queue.dispatchers.get(self.UUID)
                     if da is not None and da._p_oid is not None:
                         records.update(_direct_oids(da))
+                    cancels.update(_cancel_oids(queue))
                 for name in list(self.queues):
                     if name not in seen:
                         self._retire_pools(name, None)
                 self._record_oids = frozenset(records)
-                self.watcher.watch(watched | records)
+                self._cancel_oids = frozenset(cancels)
+                self.watcher.watch(watched | records | cancels)
+                self.stopCancelledJobs(conn)
         except Exception:
             tm.abort()
             utils.events_log.critical(
@@ -618,7 +624,9 @@ class Dispatcher:
                         'queue': queue_name, 'poll id': None,
                         'quota names': tuple(job.quota_names),
                         'thread': None, 'started': None, 'completed': None,
-                        'failed': False, 'result': None, 'reassigned': False}
+                        'failed': False, 'result': None, 'reassigned': False,
+                        'timed out': False, 'cancelled': False,
+                        'abandoned': False}
                 self.jobs[job_id] = info
                 ids.append(job_id)
                 items.append(job_id + (info,))
@@ -676,6 +684,10 @@ class Dispatcher:
         queue (called in the committing thread, which must not wait)."""
         if not self.activated:
             return
+        if (oids is None or not self._cancel_oids.isdisjoint(oids)) and (
+                not self._cancel_check_pending):
+            self._cancel_check_pending = True
+            self._call_from_thread(self._check_cancellations)
         records = self._record_oids
         if oids is None or not records.isdisjoint(oids):
             # Agents may have come or gone: poll now.
@@ -687,6 +699,63 @@ class Dispatcher:
             return
         self._wake_pending = True
         self._call_from_thread(self._wake)
+
+    def _check_cancellations(self):
+        """(In the reactor) look for cancelled jobs in a thread."""
+        self._cancel_check_pending = False
+        if self.activated and self.running_jobs():
+            self.reactor.callInThread(self._threaded_cancel_check)
+
+    def _threaded_cancel_check(self):
+        conn = self.db.open(
+            transaction_manager=transaction.TransactionManager())
+        try:
+            self.watcher.await_last_commit()
+            self.stopCancelledJobs(conn)
+        except Exception:
+            utils.events_log.error('looking for cancelled jobs failed',
+                                   exc_info=True)
+        finally:
+            conn.transaction_manager.abort()
+            conn.close()
+
+    def running_jobs(self):
+        """``(pool, Run)`` of every job a worker thread runs now."""
+        return [(pool, run)
+                for pools in list(self.queues.values())
+                for pool in list(pools.values())
+                for run in list(pool.runs.values())]
+
+    def stopCancelledJobs(self, conn):
+        """Stop the jobs our worker threads run whose cancellation was
+        committed (read in a new transaction of ``conn``); return how
+        many were stopped."""
+        running = self.running_jobs()
+        if not running:
+            return 0
+        tm = conn.transaction_manager
+        tm.begin()
+        stopped = 0
+        try:
+            for pool, run in running:
+                if run.stopped is not None:
+                    continue
+                try:
+                    jar = conn
+                    if run.database_name != conn.db().database_name:
+                        jar = conn.get_connection(run.database_name)
+                    job = jar.get(ZODB.utils.p64(run.oid))
+                    requested = job.cancel_requested
+                except Exception:
+                    utils.events_log.debug(
+                        'could not read job %d', run.oid, exc_info=True)
+                    continue
+                if requested is not None and pool.stopJob(
+                        run.ident, run.token, interfaces.CancelledError):
+                    stopped += 1
+        finally:
+            tm.abort()
+        return stopped
 
     def _call_from_thread(self, call):
         try:
@@ -811,12 +880,13 @@ class Dispatcher:
         """Statistics on the jobs started in the polls of the range."""
         polls = list(self.iterPolls(at=at, before=before, since=since))
         started = successful = failed = unknown = 0
+        timed_out = cancelled = 0
         durations = {'successful': [], 'failed': [], 'active': []}
         now = utils.now()
         seen = set()
 
         def consider(job_id, poll):
-            nonlocal successful, failed, unknown
+            nonlocal successful, failed, unknown, timed_out, cancelled
             if job_id in seen:
                 return
             seen.add(job_id)
@@ -825,6 +895,8 @@ class Dispatcher:
                 unknown += 1
                 return
             begun = info['started'] or poll.utc_timestamp
+            timed_out += bool(info.get('timed out'))
+            cancelled += bool(info.get('cancelled'))
             if info['completed'] is not None:
                 kind = 'failed' if info['failed'] else 'successful'
                 if kind == 'failed':
@@ -856,6 +928,7 @@ class Dispatcher:
                     consider(job_id, oldest)
         result = {'started': started, 'successful': successful,
                   'failed': failed, 'unknown': unknown,
+                  'timed out': timed_out, 'cancelled': cancelled,
                   'statistics start': polls[-1].utc_timestamp if polls
                   else None,
                   'statistics end': polls[0].utc_timestamp if polls
@@ -907,6 +980,17 @@ def _direct_oids(obj):
                 and not interfaces.IAgent.providedBy(value)):
             oids.add(value._p_oid)
     return oids
+
+
+def _cancel_oids(queue):
+    """The oids whose change may mean that a running job of ``queue`` was
+    cancelled: its ``cancellations`` counter, and the queue itself (which
+    changes when an older queue gets the counter)."""
+    oids = {queue._p_oid}
+    counter = queue.cancellations
+    if counter is not None and counter._p_oid is not None:
+        oids.add(counter._p_oid)
+    return oids - {None}
 
 
 def _watched_oids(queue):

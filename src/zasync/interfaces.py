@@ -11,6 +11,7 @@ from zope.interface.interfaces import ObjectEvent
 
 __all__ = [  # noqa: F822 (two names come from __getattr__)
            'AbortedError', 'ACTIVE', 'ASSIGNED', 'BadStatusError', 'CALLBACKS',
+           'CancelledError',
            'COMPLETED', 'DatabaseOpened', 'DispatcherActivated',
            'DispatcherDeactivated', 'DispatcherReactivated',
            'DispatcherRegistered', 'DispatcherUnregistered', 'FullError',
@@ -23,7 +24,8 @@ __all__ = [  # noqa: F822 (two names come from __getattr__)
            'IMainLoop', 'IObjectAdded', 'IProgressable', 'IProgressableJob',
            'IQueue', 'IQueues', 'IQuota', 'IQuotas', 'IReactor',
            'IRetryPolicy', 'IUUID', 'JobLoadError', 'JOBS_KEY',
-           'JobTimeoutError', 'KEY', 'NEW', 'ObjectAdded', 'PENDING',
+           'JobStoppedError', 'JobTimeoutError', 'KEY', 'NEW', 'ObjectAdded',
+           'PENDING',
            'ReassignedError', 'Status', 'status_title', 'STATUSES',
            'TimeoutError', 'UnpicklableCallableError']
 
@@ -84,13 +86,27 @@ class TimeoutError(Exception):
     """A job did not start before its deadline (or was failed by default)."""
 
 
-class JobTimeoutError(BaseException):
+class JobStoppedError(BaseException):
+    """A running job was stopped from outside -- it ran past its timeout
+    (``JobTimeoutError``) or was cancelled (``CancelledError``): its
+    transaction was doomed, and nothing it wrote was committed.
+
+    A ``BaseException`` (as ``KeyboardInterrupt``), so that job code's
+    ``except Exception`` does not swallow it."""
+
+
+class JobTimeoutError(JobStoppedError):
     """A running job ran past its ``timeout`` and was stopped: nothing it
     wrote was committed.  The message names the limit and the time it ran.
 
-    A ``BaseException`` (as ``KeyboardInterrupt``), so that job code's
-    ``except Exception`` does not swallow it; ``RetryWithBackoff`` retries
-    it only when given it in ``exceptions``."""
+    ``RetryWithBackoff`` retries it only when given it in ``exceptions``."""
+
+
+class CancelledError(JobStoppedError):
+    """The job was cancelled (``Job.cancel``, ``JobManager.cancel``,
+    ``zasync cancel``): a job that had not started never ran; a running
+    one was stopped, and nothing it wrote was committed.  The message
+    names the reason and who cancelled.  Never retried."""
 
 
 class JobLoadError(Exception):
@@ -320,12 +336,24 @@ class IJob(IAbstractJob):
         'None, a callable(job) or the name of an IRetryPolicy adapter.')
     failure_log_level = zope.interface.Attribute(
         'Logging level for failures (None means logging.ERROR).')
+    timeout = zope.interface.Attribute(
+        'Seconds the callable may run (zasync), or None: no limit.')
+    cancel_requested = zope.interface.Attribute(
+        'None, or the CancelRequest of a running job that was cancelled '
+        '(zasync): its reason, principal and time.')
 
     def __call__(*args, **kwargs):
         """Run the job: the callable, retries, result, callbacks."""
 
     def fail(e=None):
         """Fail a job that has not started (default: ``TimeoutError``)."""
+
+    def cancel(reason=None, principal=None):
+        """Cancel the job (zasync), in the caller's transaction: a job that
+        has not started is failed with ``CancelledError`` without running;
+        a running one is stopped by its dispatcher once the caller commits
+        (``cancel_requested``).  ``BadStatusError`` once the job has a
+        result (CALLBACKS or COMPLETED)."""
 
     def resumeCallbacks():
         """Run the callbacks that have not run (status CALLBACKS)."""
@@ -516,6 +544,9 @@ class IJobManager(zope.interface.Interface):
 
     def jobs(site=None):
         """Iterate ``(job_id, job)`` pairs."""
+
+    def cancel(job_id, reason=None, site=None):
+        """Cancel a job (``IJob.cancel``) as the current principals."""
 
     def remove(job_id, site=None):
         """Forget a job; unknown ids are ignored."""

@@ -46,7 +46,8 @@ from zasync.retry import callback_retry_policy_factory
 from zasync.utils import events_log
 from zasync.utils import trace_log
 
-__all__ = ['as_job', 'broken_global', 'check_callback_settings',
+__all__ = ['as_job', 'broken_global', 'CancelRequest',
+           'check_callback_settings',
            'check_failure_log_level', 'check_retry_policy_factory',
            'check_timeout',
            'ConditionalCallbackProxy', 'import_problem', 'Job',
@@ -415,6 +416,38 @@ def _load_reason(job):
 # The job
 
 
+class CancelRequest:
+    """Who cancelled a job, when, and why (``Job.cancel_requested``)."""
+
+    def __init__(self, reason=None, principal=None, when=None):
+        if reason is not None and not isinstance(reason, str):
+            raise ValueError('a cancellation reason must be a string, not %r'
+                             % (reason,))
+        if principal is not None and not isinstance(principal, str):
+            raise ValueError('a principal must be a string (its id), not %r'
+                             % (principal,))
+        self.reason = reason
+        self.principal = principal
+        self.when = utils.now() if when is None else when
+
+    def __repr__(self):
+        return '<CancelRequest %s>' % (self.describe(),)
+
+    def describe(self):
+        """``'by PRINCIPAL at TIME: REASON'``, leaving out what is not
+        known."""
+        text = 'at %s' % (self.when.isoformat(timespec='seconds'),)
+        if self.principal:
+            text = 'by %s %s' % (self.principal, text)
+        if self.reason:
+            text += ': %s' % (self.reason,)
+        return text
+
+    def error(self):
+        """The ``CancelledError`` a cancelled job fails with."""
+        return interfaces.CancelledError('cancelled ' + self.describe())
+
+
 class _AddCallbacks:
     """``addCallbacks``, for jobs and callback proxies alike."""
 
@@ -440,6 +473,7 @@ class Job(_AddCallbacks, utils.Base):
     _begin_by = None
     _quota_names = ()
     _timeout = None
+    cancel_requested = None
     key = None
     retry_policy_factory = None
     failure_log_level = None
@@ -800,7 +834,7 @@ class Job(_AddCallbacks, utils.Base):
             # not end its thread and leave the job ACTIVE.
             res, decision = self._step(
                 call, 'jobError', setup, data_cache, tm, catch=BaseException,
-                explosive=(interfaces.ReassignedError,))
+                explosive=(interfaces.ReassignedError, timeouts.Abandoned))
             if decision is _RESCHEDULED:
                 return self
             if decision:
@@ -842,9 +876,10 @@ class Job(_AddCallbacks, utils.Base):
             tm.abort()
             self._tear_down(setup[0], tm)
             raise
-        except interfaces.JobTimeoutError as e:
+        except interfaces.JobStoppedError as e:
+            tm.abort()   # (and see a cancellation committed meanwhile)
             if not e.args:   # (sent by zasync.timeouts, without a message)
-                e.args = (self._timeout_message(),)
+                e.args = self._stopped_message(e)
             failure = Failure()
             return failure, self._after_error(call_name, failure, setup[0],
                                               data_cache, tm)
@@ -853,13 +888,21 @@ class Job(_AddCallbacks, utils.Base):
             return failure, self._after_error(call_name, failure, setup[0],
                                               data_cache, tm)
 
-    def _timeout_message(self):
-        ran = ''
+    def _stopped_message(self, error):
+        """The arguments of the ``JobStoppedError`` that stopped us."""
+        ran = None
         if self.active_start is not None:
-            ran = ' (it ran for %.1f s)' % (
-                utils.now() - self.active_start).total_seconds()
+            ran = (utils.now() - self.active_start).total_seconds()
+        if isinstance(error, interfaces.CancelledError):
+            request = self.cancel_requested
+            what = ('cancelled ' + request.describe() if request is not None
+                    else 'cancelled')
+            after = ' after %.1f s' % ran if ran is not None else ''
+            return ('%s; stopped%s, nothing it wrote was committed'
+                    % (what, after),)
+        after = ' (it ran for %.1f s)' % ran if ran is not None else ''
         return ('stopped at its timeout of %g s%s; nothing it wrote was '
-                'committed' % (self.effectiveTimeout() or 0, ran))
+                'committed' % (self.effectiveTimeout() or 0, after),)
 
     def effectiveTimeout(self):
         """The job's ``timeout``, else its agent's (``Agent.timeout``), or
@@ -904,6 +947,8 @@ class Job(_AddCallbacks, utils.Base):
         failure."""
         tm.abort()
         self._tear_down(setup_info, tm)
+        if failure.check(interfaces.CancelledError):
+            return False   # (whatever the retry policy would say)
         retry = self._getRetry(call_name, tm, failure, data_cache)
         if isinstance(retry, _TIME_TYPES):
             rescheduled = utils.never_fail(
@@ -1021,6 +1066,114 @@ class Job(_AddCallbacks, utils.Base):
         self._log_completion(failure)
         self.resumeCallbacks()
 
+    def cancel(self, reason=None, principal=None):
+        """Cancel the job, in the caller's transaction; return the
+        ``CancelRequest`` (``reason``: why, ``principal``: who, an id).
+
+        - PENDING (or held) in a queue: it leaves the queue, and a job
+          queued first in line fails it with ``CancelledError`` (its
+          callbacks run in a worker, as for any failure); it never runs.
+        - NEW, in no queue: it completes with that failure at once (with
+          callbacks, as ``fail`` does: they run here, and that commits).
+        - ACTIVE (or ASSIGNED): ``cancel_requested`` is set; once the
+          caller commits, the dispatcher running it stops it, as at a
+          timeout, and it completes with ``CancelledError`` (nothing it
+          wrote commits).  A job waiting for another (``serial``,
+          ``parallel``, a job its callable returned) cancels what it waits
+          for, and completes with the failure.
+        - CALLBACKS or COMPLETED: ``BadStatusError``.
+
+        Cancelling a job twice keeps the first request.
+        """
+        status = self.status
+        if status in (CALLBACKS, COMPLETED):
+            raise interfaces.BadStatusError(
+                'cannot cancel a job that has a result already (it is %s)'
+                % (status.title.lower(),))
+        if self.cancel_requested is not None:
+            return self.cancel_requested
+        request = CancelRequest(reason, principal)
+        self.cancel_requested = request
+        if status in (ACTIVE, ASSIGNED):
+            if interfaces.IJob.providedBy(self._result):
+                self._cancel_awaited(request)
+            queue = self.queue
+            if queue is not None:
+                queue.noteCancelRequest()
+        elif status == PENDING:
+            queue = self.parent
+            if not interfaces.IQueue.providedBy(queue):
+                raise interfaces.BadStatusError(
+                    'cannot cancel a job that is being handled in its queue '
+                    'already (it waits under %r)' % (queue,))
+            queue.failJob(self, error=request.error())
+        else:
+            self._cancel_unqueued(request)
+        return request
+
+    def _cancel_unqueued(self, request):
+        """Cancel a NEW job in no queue."""
+        if len(self.callbacks):
+            self.fail(request.error())
+            return
+        self._result = Failure(request.error())
+        self._status_id = _COMPLETED
+        self.active_end = utils.now()
+
+    def _cancel_awaited(self, request):
+        """Cancel the unfinished parts of a ``serial``/``parallel`` job,
+        and the job it waits for (its postprocess, or the job its
+        callable returned): that one fails, and we with it."""
+        parts = []
+        if self._callable_root in (_schedule_serial, _schedule_parallel):
+            parts = [job for job in self.args
+                     if interfaces.IJob.providedBy(job)]
+        awaited = self._result
+        for job in parts + [awaited]:
+            if job.status in (CALLBACKS, COMPLETED):
+                continue
+            if job.cancel_requested is not None:
+                continue
+            if (job is awaited and job.status == NEW
+                    and self.queue is not None):
+                # A postprocess not queued yet: queued to be failed, so
+                # that its callbacks (ours) run in a worker.
+                job.cancel_requested = request
+                self.queue.put(job)
+                self.queue.failJob(job, error=request.error())
+                continue
+            job.cancel(request.reason, request.principal)
+
+    def failRunning(self, error):
+        """Complete this ACTIVE job with ``error`` (an exception, or an
+        exception class: ``JobTimeoutError`` or ``CancelledError``) without
+        running its callable: a dispatcher does this for a run it stopped
+        and had to give up on (its thread was stuck in C code), and for a
+        job cancelled after it was claimed.  A timed out job may be tried
+        again, as its retry policy says (it goes back to its queue); a
+        cancelled one never is.  Commits and runs the callbacks; returns
+        the failure (or the job, back in its queue)."""
+        if (self._status_id != _ACTIVE
+                or interfaces.IJob.providedBy(self._result)):
+            raise interfaces.BadStatusError(
+                'can only fail a running job that has ACTIVE status')
+        self._check_reassigned((ACTIVE,))
+        tm = utils.transaction_manager(self)
+        if isinstance(error, type):
+            error = error(*self._stopped_message(error()))
+        failure = Failure(error)
+        if not isinstance(error, interfaces.CancelledError):
+            data_cache = {}
+            retry = self._getRetry('jobError', tm, failure, data_cache)
+            if retry:
+                when = retry if isinstance(retry, _TIME_TYPES) else (
+                    datetime.timedelta(0))
+                if self._reschedule(when, data_cache) is not None:
+                    tm.commit()
+                    return self
+        self._complete_with(failure, tm)
+        return failure
+
     def resumeCallbacks(self):
         """Run the callbacks that still have to run; then COMPLETED."""
         if self._status_id != _CALLBACKS:
@@ -1071,6 +1224,11 @@ class Job(_AddCallbacks, utils.Base):
             if self._waits_for_inner_job('interrupted job %r' % (self,)):
                 return
             tm = utils.transaction_manager(self)
+            if self.cancel_requested is not None:
+                # Cancelled while it ran: not run again.
+                self._complete_with(
+                    Failure(self.cancel_requested.error()), tm)
+                return
             retry = self._getRetry('interrupted', tm)
             queue = self.queue
             if retry and queue is None:

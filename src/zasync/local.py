@@ -8,9 +8,12 @@ import threading
 
 import transaction
 
+from zasync import timeouts
+
 __all__ = ['getAgentName', 'getDispatcher', 'getJob', 'getLiveAnnotation',
            'getQueue', 'getReactor', 'Local', 'local', 'PROGRESS',
-           'REACTOR_GRACE', 'setLiveAnnotation', 'setProgress']
+           'raise_if_cancelled', 'REACTOR_GRACE', 'setLiveAnnotation',
+           'setProgress']
 
 
 class Local(threading.local):
@@ -46,6 +49,22 @@ def getReactor():
     """The reactor of this worker thread's dispatcher (AttributeError
     outside a dispatcher thread)."""
     return local.dispatcher.reactor
+
+
+def raise_if_cancelled():
+    """Raise, in a job's callable, the ``CancelledError`` (or
+    ``JobTimeoutError``) its dispatcher sent when it was cancelled (or
+    timed out), if it has not arrived yet; else do nothing.
+
+    The dispatcher's exception arrives between two bytecodes, so a job
+    running Python code stops without help; a job that spends its time in
+    C code (``time.sleep``, sockets, an extension) stops at once where it
+    calls this (``setProgress`` and ``setLiveAnnotation`` call it too),
+    instead of when the dispatcher gives up on its thread.
+    """
+    error = timeouts.requested()
+    if error is not None:
+        raise error()
 
 
 # --------------------------------------------------------------------------
@@ -93,7 +112,9 @@ def setLiveAnnotation(name, value, job=None):
     """Set ``job.annotations[name] = value`` now, in a separate connection
     and transaction (committed by the reactor thread; the caller does not
     wait).  ``job`` defaults to the running job.  Use only immutable,
-    non-persistent values."""
+    non-persistent values.  (In a job that was cancelled or timed out:
+    ``raise_if_cancelled``.)"""
+    raise_if_cancelled()
     dispatcher, oid, database_name = _context(job)
     dispatcher.reactor.callFromThread(
         _set_annotation, dispatcher.db, oid, database_name, name, value)
@@ -160,8 +181,10 @@ def setProgress(percent, message=None, job=None):
 
     Other connections see it at once, while the job runs: in a dispatcher's
     worker through a live annotation, elsewhere in a short transaction of
-    its own.  A job that is not stored yet just records it.
+    its own.  A job that is not stored yet just records it.  (In a job
+    that was cancelled or timed out: ``raise_if_cancelled``.)
     """
+    raise_if_cancelled()
     if job is None:
         job = local.job
     if job is None:

@@ -235,6 +235,17 @@ class JobManager(grok.GlobalUtility):
         container = self._get_jobs_container(self._get_site(site))
         return iter(container.items())
 
+    def cancel(self, job_id, reason=None, site=None):
+        """Cancel the job ``job_id`` (``Job.cancel``), in the caller's
+        transaction, as the current interaction's principals; return the
+        ``CancelRequest``.  ``LookupError`` for an unknown id,
+        ``BadStatusError`` for a job that has a result already."""
+        job = self.get(job_id, site)
+        if job is None:
+            raise LookupError('no job %s' % (job_id,))
+        principal = ', '.join(z3.current_participants()) or None
+        return job.cancel(reason, principal)
+
     def remove(self, job_id, site=None):
         """Forget a job (it is not stopped); unknown ids are ignored."""
         container = self._get_jobs_container(self._get_site(site))

@@ -21,8 +21,8 @@ from zasync import timeouts
 from zasync import utils
 from zasync.failure import Failure
 
-__all__ = ['AgentThreadPool', 'CLAIM', 'MAX_RESULT', 'STOP',
-           'WORKER_NAME_PREFIX']
+__all__ = ['AgentThreadPool', 'CLAIM', 'FailStopped', 'MAX_RESULT', 'Run',
+           'STOP', 'WORKER_NAME_PREFIX']
 
 CLAIM = object()      # work item: claim jobs for the agent
 STOP = None           # work item: this thread ends
@@ -44,6 +44,37 @@ def _result_text(result):
     return text
 
 
+class Run:
+    """One run of a job in a worker thread: what it takes to stop it."""
+
+    __slots__ = ('ident', 'token', 'oid', 'database_name', 'tm', 'info',
+                 'timer', 'stopped', 'thread')
+
+    def __init__(self, ident, oid, database_name, tm, info):
+        self.ident = ident          # thread ident (int)
+        self.token = object()       # this run of the job, and no other
+        self.oid = oid
+        self.database_name = database_name
+        self.tm = tm
+        self.info = info
+        self.timer = None           # the timeout's timer
+        self.stopped = None         # the error class it was stopped with
+        self.thread = threading.current_thread()
+
+
+class FailStopped:
+    """Work item: complete the job of an abandoned run with its error (a
+    thread that replaces the abandoned one does it)."""
+
+    __slots__ = ('oid', 'database_name', 'info', 'error')
+
+    def __init__(self, run):
+        self.oid = run.oid
+        self.database_name = run.database_name
+        self.info = run.info
+        self.error = run.stopped
+
+
 class AgentThreadPool:
     """Threads performing the jobs of the agent ``name`` of ``queue_name``."""
 
@@ -55,6 +86,9 @@ class AgentThreadPool:
         self.queue = queue_module.Queue()
         self.threads = []
         self.jobids = {}            # thread id string -> (oid, db) or None
+        self.runs = {}              # thread ident -> the Run it performs
+        self.abandoned = set()      # idents of threads given up on
+        self._timers = []           # of stopping jobs
         self.claim_lock = threading.Lock()
         self._lock = threading.Lock()
         self._stops = 0             # STOP items queued but not yet taken
@@ -101,6 +135,7 @@ class AgentThreadPool:
         with self._lock:
             self._stops = 0
             self._claim_requested = False
+        self._cancel_timers()
         return self.setSize(0)
 
     def join(self, timeout=None):
@@ -127,7 +162,7 @@ class AgentThreadPool:
                 item = self.queue.get_nowait()
             except queue_module.Empty:
                 break
-            if isinstance(item, tuple):
+            if isinstance(item, (tuple, FailStopped)):
                 self._done()
                 forgotten += 1
             else:
@@ -191,8 +226,17 @@ class AgentThreadPool:
                         self.queue.put(other)
                     try:
                         keep_going = self._perform(conn, ident, first)
+                    except timeouts.Abandoned:
+                        # Given up on, and replaced, long ago: end, and
+                        # write nothing.
+                        utils.events_log.warning(
+                            'an abandoned worker thread (%s) came back from '
+                            'its job; it ends, and nothing it did commits',
+                            ident)
+                        return
                     finally:
-                        self._done()
+                        if int(ident) not in self.abandoned:
+                            self._done()
                     if keep_going and dispatcher.activated:
                         dispatcher.archiveCompleted(
                             conn, self.queue_name, self.name)
@@ -210,6 +254,8 @@ class AgentThreadPool:
                 utils.trace_log.debug('closing a worker connection failed',
                                       exc_info=True)
             self.jobids.pop(ident, None)
+            self.runs.pop(int(ident), None)
+            self.abandoned.discard(int(ident))
             if dispatcher.activated:
                 # Replace this thread if it died of an unexpected error.
                 try:
@@ -268,6 +314,8 @@ class AgentThreadPool:
     def _perform(self, conn, ident, item):
         """Run one job; return False if the thread should stop."""
         dispatcher = self.dispatcher
+        if isinstance(item, FailStopped):
+            return self._fail_stopped(conn, ident, item)
         oid, database_name, info = item
         tm = conn.transaction_manager
         if not dispatcher.activated:
@@ -276,17 +324,25 @@ class AgentThreadPool:
         info['thread'] = int(ident)
         info['started'] = utils.now()
         utils.trace_log.info('starting in thread %s: %s', ident, info['call'])
-        timer = None
+        run = Run(int(ident), oid, database_name, tm, info)
+        # (known before the job is loaded: a cancellation committed after
+        # the load began finds it)
+        self.runs[run.ident] = run
         try:
             job = self._load(conn, oid, database_name)
+            if job.cancel_requested is not None:
+                # Cancelled after it was claimed: it does not run.
+                run.stopped = interfaces.CancelledError
+                info['cancelled'] = True
+                return self._complete_stopped(job, run, tm)
+            timeouts.assign(run.token)
             timeout = job.effectiveTimeout()
             if timeout is not None:
-                token = object()   # (this run of the job, and no other)
-                timeouts.assign(token)
-                timer = threading.Timer(timeout, self._time_up, (
-                    int(ident), token, oid, tm, info, timeout))
-                timer.daemon = True
-                timer.start()
+                run.timer = threading.Timer(timeout, self.stopJob, (
+                    run.ident, run.token, interfaces.JobTimeoutError,
+                    timeout))
+                run.timer.daemon = True
+                run.timer.start()
             try:
                 result = job.runStarted()   # started when claimed
             except interfaces.BadStatusError:
@@ -313,45 +369,158 @@ class AgentThreadPool:
                 info['failed'] = True
                 info['result'] = _result_text(Failure())
                 return False
-            info['failed'] = isinstance(result, Failure)
-            info['result'] = _result_text(result)
-            info['completed'] = utils.now()
+            self._record(info, result)
             return True
         finally:
             timeouts.assign(None)
-            if timer is not None:
-                timer.cancel()
+            if run.timer is not None:
+                run.timer.cancel()
+            if self.runs.get(run.ident) is run:
+                del self.runs[run.ident]
             local_module.local.job = None
             tm.abort()
-            self.jobids[ident] = None
-            utils.trace_log.info(
-                'completed in thread %s: %s', ident, info['call'])
+            if run.ident not in self.abandoned:
+                self.jobids[ident] = None
+                utils.trace_log.info(
+                    'completed in thread %s: %s', ident, info['call'])
 
-    def _time_up(self, ident, token, oid, tm, info, timeout, tries=0):
-        """A job's timeout passed (a timer thread): doom its transaction
-        and stop its callable, if it runs it (if the thread is not in the
-        callable yet -- in the job's ``setUp`` -- try again a little
-        later, until the job is done)."""
+    def _record(self, info, result):
+        info['failed'] = isinstance(result, Failure)
+        info['result'] = _result_text(result)
+        info['completed'] = utils.now()
+
+    # -- stopping running jobs ----------------------------------------------
+
+    #: seconds between two deliveries of the exception that stops a job
+    #: (the first may be missed: CPython 3.11 and 3.12 keep one flag for
+    #: all threads' pending exceptions), and how many deliveries a job's
+    #: thread gets before it is given up on as stuck in C code
+    stop_interval = 0.25
+    stop_attempts = 6
+
+    def stopJob(self, ident, token, error, timeout=None, tries=0):
+        """Stop the run ``token`` in the thread ``ident``: doom its
+        transaction, and raise ``error`` (``JobTimeoutError`` with the
+        ``timeout`` that passed, or ``CancelledError``) in its callable; a
+        thread stuck in C code is given up on and replaced, and its job
+        completed by the new thread.  If the thread is not in the
+        callable yet (the job's ``setUp``), try again a little later,
+        until the run is over.  Return whether it was stopped now."""
+        run = self.runs.get(ident)
+        if run is None or run.token is not token or run.stopped is not None:
+            return False
+
         def before_stop():
             # (the job's thread cannot leave its callable meanwhile)
             try:
-                tm.get().doom()
+                run.tm.get().doom()
             except Exception:   # pragma: no cover - no transaction
                 pass
 
-        if not timeouts.stop(ident, token, before=before_stop):
-            key = self.jobids.get(str(ident))
-            if (key is not None and key[0] == oid and tries < 100
-                    and info['completed'] is None):
-                again = threading.Timer(0.05, self._time_up, (
-                    ident, token, oid, tm, info, timeout, tries + 1))
-                again.daemon = True
-                again.start()
+        if not timeouts.stop(ident, token, error, before=before_stop):
+            if tries < 200 and run.info['completed'] is None:
+                self._later(0.05, self.stopJob,
+                            ident, token, error, timeout, tries + 1)
+            return False
+        run.stopped = error
+        if error is interfaces.JobTimeoutError:
+            run.info['timed out'] = True
+            utils.events_log.warning(
+                'job %d ran past its timeout of %g s: stopping it (%s)',
+                run.oid, timeout, run.info['call'])
+        else:
+            run.info['cancelled'] = True
+            utils.events_log.warning(
+                'job %d was cancelled: stopping it (%s)', run.oid,
+                run.info['call'])
+        self._later(self.stop_interval, self._watch_stop, run, 1)
+        return True
+
+    def _later(self, delay, func, *args):
+        timer = threading.Timer(delay, func, args)
+        timer.daemon = True
+        with self._lock:
+            self._timers = [t for t in self._timers if t.is_alive()]
+            self._timers.append(timer)
+        timer.start()
+
+    def _cancel_timers(self):
+        with self._lock:
+            timers, self._timers = self._timers, []
+        for timer in timers:
+            timer.cancel()
+            if timer is not threading.current_thread():
+                timer.join(1)
+
+    def _watch_stop(self, run, attempts):
+        """The thread of a stopped run has not left its callable: deliver
+        the exception again, or, after ``stop_attempts``, give up on the
+        thread."""
+        if not timeouts.stopping(run.ident, run.token):
             return
-        info['timed out'] = True
-        utils.events_log.warning(
-            'job %d ran past its timeout of %g s: stopping it (%s)',
-            oid, timeout, info['call'])
+        if attempts < self.stop_attempts:
+            timeouts.resend(run.ident, run.token)
+            self._later(self.stop_interval, self._watch_stop, run,
+                        attempts + 1)
+            return
+        if timeouts.abandon(run.ident, run.token):
+            self._abandon(run)
+
+    def _abandon(self, run):
+        """Replace the thread of ``run``, stuck in C code; a new thread
+        completes its job."""
+        with self._lock:
+            self.abandoned.add(run.ident)
+            if run.thread in self.threads:
+                self.threads.remove(run.thread)
+            self.outstanding -= 1
+        self.jobids.pop(str(run.ident), None)
+        if self.runs.get(run.ident) is run:
+            del self.runs[run.ident]
+        run.info['abandoned'] = True
+        utils.events_log.error(
+            'job %d does not stop (its thread %d must be stuck in C code: '
+            'time.sleep, a socket, a lock, an extension): the job fails '
+            'all the same, and the thread is abandoned and replaced; if it '
+            'ever comes back, nothing it did commits (%s)',
+            run.oid, run.ident, run.info['call'])
+        self.put(FailStopped(run))
+        self.setSize()
+
+    def _fail_stopped(self, conn, ident, item):
+        """Complete the job of an abandoned run with its error."""
+        tm = conn.transaction_manager
+        self.jobids[ident] = (item.oid, item.database_name)
+        try:
+            job = self._load(conn, item.oid, item.database_name)
+            run = Run(int(ident), item.oid, item.database_name, tm,
+                      item.info)
+            run.stopped = item.error
+            return self._complete_stopped(job, run, tm)
+        finally:
+            local_module.local.job = None
+            tm.abort()
+            self.jobids[ident] = None
+
+    def _complete_stopped(self, job, run, tm):
+        """Fail ``job``, whose run was stopped without running it to the
+        end, with the error of ``run`` (in this thread's transaction)."""
+        error = run.stopped
+        try:
+            result = job.failRunning(error)
+        except interfaces.BadStatusError:
+            tm.abort()
+            utils.events_log.info(
+                'job %d has a result already; it is not failed again (%s)',
+                run.oid, run.info['call'])
+            return True
+        except interfaces.ReassignedError:
+            tm.abort()
+            run.info['reassigned'] = True
+            run.info['completed'] = utils.now()
+            return True
+        self._record(run.info, result)
+        return True
 
     #: consecutive database errors after which cleaning up a bad job logs
     #: CRITICAL (and then again every this many errors)

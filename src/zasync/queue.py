@@ -7,6 +7,7 @@ import datetime
 import importlib
 import logging
 
+import BTrees.Length
 import persistent.interfaces
 import transaction.interfaces
 import zope.component
@@ -75,6 +76,7 @@ class Queue(utils.Base):
         self.quotas.parent = self
         self.dispatchers = Dispatchers()
         self.dispatchers.parent = self
+        self.cancellations = BTrees.Length.Length()
 
     def __repr__(self):
         return '<%s %r (%d pending)>' % (
@@ -337,11 +339,12 @@ class Queue(utils.Base):
                               '%r' % (job_id(job), self.name))
         return 'pending', location
 
-    def failJob(self, job, reason):
+    def failJob(self, job, reason=None, error=None):
         """An operator fails a pending or held job: it leaves the pending
         jobs, and a job queued first in line fails it with
-        ``AbortedError(reason)`` (its callbacks then run in a worker).
-        Return that job."""
+        ``AbortedError(reason)`` -- or ``error``, an exception, such as
+        the ``CancelledError`` of ``Job.cancel`` -- (its callbacks then
+        run in a worker).  Return that job."""
         where, found = self._held_or_pending(job)
         now = utils.now()
         if where == 'held':
@@ -353,9 +356,23 @@ class Queue(utils.Base):
             self._unloadable.pop(job_id(job))
         else:
             self._pending.discard(found, now)
-        return self._fail_later(
-            job, interfaces.AbortedError('failed by an operator: %s'
-                                         % (reason,)), now)
+        if error is None:
+            error = interfaces.AbortedError('failed by an operator: %s'
+                                            % (reason,))
+        return self._fail_later(job, error, now)
+
+    #: a counter (``BTrees.Length.Length``) that ``Job.cancel`` of a
+    #: running job changes: the dispatchers watch it, and then look for
+    #: the cancelled jobs among those they run (queues made before zasync
+    #: 0.1 get it with the first cancellation, or from ``install_queues``)
+    cancellations = None
+
+    def noteCancelRequest(self):
+        """A job of this queue that runs was cancelled: tell the
+        dispatchers (once the caller commits)."""
+        if self.cancellations is None:
+            self.cancellations = BTrees.Length.Length()
+        self.cancellations.change(1)
 
     def removeJob(self, job):
         """An operator removes a pending or held job from the queue

@@ -1,19 +1,25 @@
-"""Stopping a job's callable that runs past its timeout.
+"""Stopping a job's callable from outside: at its timeout, or when it is
+cancelled.
 
-A worker thread that runs a job under a time limit first calls
-``assign(token)`` (a fresh object of its own); the job runs its callable
-inside ``running()``.  ``stop(ident, token)`` -- called from another
-thread, when the job's time is up -- raises
-``zasync.interfaces.JobTimeoutError`` in the thread ``ident`` by an
-asynchronous exception (``PyThreadState_SetAsyncExc``), but only while
-that thread is still inside the callable of the job ``token``: never in
-zasync's own bookkeeping before or after it, and never in the next job.
-The job then fails like any job whose callable raised (its transaction is
-aborted: nothing it wrote commits).
+A worker thread that runs a job first calls ``assign(token)`` (a fresh
+object for this run of the job); the job runs its callable inside
+``running()``.  ``stop(ident, token, error)`` -- called from another
+thread -- raises ``error`` (``zasync.interfaces.JobTimeoutError`` or
+``CancelledError``, a class) in the thread ``ident`` by an asynchronous
+exception (``PyThreadState_SetAsyncExc``), but only while that thread is
+still inside the callable of the run ``token``: never in zasync's own
+bookkeeping before or after it, and never in the next job.  The job then
+fails like any job whose callable raised (its transaction is aborted:
+nothing it wrote commits).
 
 An asynchronous exception is delivered between two bytecodes: a thread
-blocked in C code (``time.sleep``, a socket read) gets it only when that
-call returns.
+blocked in C code (``time.sleep``, a socket read, a lock) gets it only
+when that call returns.  Such a thread is given up on: ``abandon(ident,
+token)`` withdraws the exception (so that the interpreter stops looking
+for it) and marks the run; whenever the callable returns or raises, its
+thread gets ``Abandoned``, which no job code catches (a
+``BaseException``) and which ends the worker thread without writing
+anything: meanwhile another thread has failed the job.
 """
 import contextlib
 import ctypes
@@ -21,11 +27,20 @@ import threading
 
 from zasync import interfaces
 
-__all__ = ['assign', 'running', 'stop']
+__all__ = ['Abandoned', 'abandon', 'assign', 'requested', 'resend',
+           'running', 'stop', 'stopping']
+
+
+class Abandoned(BaseException):
+    """The run of a job's callable was given up on (its thread was stuck
+    in C code when it was stopped): the thread must end, writing
+    nothing."""
+
 
 _lock = threading.Lock()
-_running = {}   # thread ident -> token of the callable it runs
-_sent = set()   # thread idents an exception was sent to
+_running = {}     # thread ident -> token of the callable it runs
+_sent = {}        # thread ident -> the error class sent to it
+_abandoned = {}   # thread ident -> token of the run given up on
 _assigned = threading.local()
 
 
@@ -36,40 +51,73 @@ def assign(token):
 
 
 def _set_async_exc(ident, exc_type):
+    exc = ctypes.py_object(exc_type) if exc_type is not None else None
     return ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(ident), ctypes.py_object(exc_type))
+        ctypes.c_ulong(ident), exc)
 
 
-def _absorb():
-    """Let an exception sent to this thread, if it is still on its way,
-    arrive here.  (Withdrawing it with ``PyThreadState_SetAsyncExc(id,
-    NULL)`` would leave the interpreter checking for it between every two
-    bytecodes from then on.)"""
+class _Clear(BaseException):
+    """Sent by a thread to itself, to clear the interpreter's signal."""
+
+
+def _spin():
+    """Run a few bytecodes: a pending asynchronous exception arrives."""
+    count = 0
+    for _ in range(1000):
+        count += 1
+    return count
+
+
+def _withdraw(ident):
+    """Take back the exception sent to the thread ``ident``, and clear the
+    interpreter-wide signal that an asynchronous exception is pending.
+
+    (``PyThreadState_SetAsyncExc(ident, NULL)`` alone leaves the signal
+    set, and every thread then checks for pending work between every two
+    bytecodes; only a thread that receives an exception clears it: so
+    this one sends one to itself and lets it arrive.)"""
     try:
-        count = 0
-        for _ in range(1000):
-            count += 1
-    except interfaces.JobTimeoutError:
+        _set_async_exc(ident, None)
+        _set_async_exc(threading.get_ident(), _Clear)
+        _spin()
+    except _Clear:
         pass
 
 
 def _finish(ident, token):
-    """The thread leaves the callable: return whether it was stopped."""
+    """The thread leaves the callable: forget the run; return the error
+    class sent to it, ``Abandoned``, or None."""
     with _lock:
         if _running.get(ident) == token:
             del _running[ident]
-        sent = ident in _sent
-        _sent.discard(ident)
-    if sent:
-        _absorb()
-    return sent
+        sent = _sent.pop(ident, None)
+        if _abandoned.get(ident) is token:
+            del _abandoned[ident]
+            return Abandoned
+        return sent
+
+
+def _leave(ident, token):
+    """``_finish``, and let an exception sent, if it is still on its way,
+    arrive here (it may arrive at any bytecode, ``_finish``'s too)."""
+    outcome = None
+    try:
+        outcome = _finish(ident, token)
+        if outcome is not None and outcome is not Abandoned:
+            _spin()
+    except interfaces.JobStoppedError as e:
+        if outcome is None:
+            # (it arrived before, or inside, _finish)
+            outcome = _finish(ident, token) or type(e)
+    return outcome
 
 
 @contextlib.contextmanager
 def running():
     """The current thread runs a job's callable, which may be stopped as
     the token ``assign`` gave.  A callable stopped just as it returned
-    raises ``JobTimeoutError`` all the same: its transaction was doomed."""
+    raises the error sent all the same: its transaction was doomed.  A
+    callable given up on raises ``Abandoned``, however it ends."""
     token = getattr(_assigned, 'token', None)
     if token is None:
         yield
@@ -78,24 +126,69 @@ def running():
     ident = threading.get_ident()
     with _lock:
         _running[ident] = token
+        _sent.pop(ident, None)
+        _abandoned.pop(ident, None)
     try:
         yield
-    except BaseException:
-        _finish(ident, token)
+    except BaseException as e:
+        if _leave(ident, token) is Abandoned:
+            raise Abandoned() from e
         raise
-    if _finish(ident, token):
-        raise interfaces.JobTimeoutError()
+    outcome = _leave(ident, token)
+    if outcome is not None:
+        raise outcome()
 
 
-def stop(ident, token, before=None):
-    """Raise ``JobTimeoutError`` in the thread ``ident`` if it still runs
+def requested():
+    """The error class sent to the current thread's callable (a stop was
+    requested, and the exception may not have arrived: the thread was in
+    C code), or None."""
+    with _lock:
+        return _sent.get(threading.get_ident())
+
+
+def stop(ident, token, error, before=None):
+    """Raise ``error`` (a class) in the thread ``ident`` if it still runs
     the callable of ``token``, after calling ``before()`` (the thread
     cannot leave the callable meanwhile: ``before`` may doom the
-    callable's transaction); return whether it did."""
+    callable's transaction); return whether it did.  A second stop of the
+    same run sends nothing more (the first error stays)."""
     with _lock:
-        if _running.get(ident) != token:
+        if _running.get(ident) != token or ident in _sent:
             return False
         if before is not None:
             before()
-        _sent.add(ident)
-        return _set_async_exc(ident, interfaces.JobTimeoutError) == 1
+        _sent[ident] = error
+        return _set_async_exc(ident, error) == 1
+
+
+def abandon(ident, token):
+    """Give up on the run ``token`` if the thread ``ident`` is still in its
+    callable after a stop: withdraw the exception sent (the thread must be
+    stuck in C code), and make the callable raise ``Abandoned`` whenever
+    it ends.  Return whether the run was abandoned."""
+    with _lock:
+        if _running.get(ident) != token or ident not in _sent:
+            return False
+        _withdraw(ident)
+        del _running[ident]
+        _abandoned[ident] = token
+        return True
+
+
+def resend(ident, token):
+    """Deliver the exception sent to the run ``token`` of the thread
+    ``ident`` again, if it has not left its callable (one thread's
+    arrival clears the pending signal of all in CPython 3.11 and 3.12,
+    so another's may wait); return whether it did."""
+    with _lock:
+        if _running.get(ident) != token or ident not in _sent:
+            return False
+        return _set_async_exc(ident, _sent[ident]) == 1
+
+
+def stopping(ident, token):
+    """Whether a stop was sent to the run ``token`` of thread ``ident``
+    that has not ended."""
+    with _lock:
+        return _running.get(ident) == token and ident in _sent

@@ -10,11 +10,21 @@ operator's hand on stuck work.
 - ``requeue ID``: a held job goes back to the front of the queue, once its
   code is deployed (if a worker still cannot load it, it is held again).
 
+- ``cancel ID [--reason TEXT] [--wait SECONDS]``: a pending or held job
+  is failed with ``CancelledError`` without running (as ``fail`` does); a
+  running one is stopped by its dispatcher, as soon as the cancellation
+  commits, and nothing it wrote commits.  With ``--wait``, the command
+  waits until the job has completed (exit status 1 if it has not by then).
+
 Each prints one line; an error is one line and a non-zero exit status.
 These commands write to the database (in one transaction, retried on a
-conflict); they never run job code themselves.  Running jobs are not
-touched.
+conflict); they never run job code themselves.  Only ``cancel`` touches
+running jobs.
 """
+import getpass
+import socket
+import time
+
 import transaction
 import ZODB.POSException
 
@@ -22,9 +32,10 @@ from zasync import inspection
 from zasync import interfaces
 from zasync.cli.common import UsageError
 from zasync.cli.common import open_uri
+from zasync.cli.common import positive_seconds
 from zasync.unloadable import job_id
 
-__all__ = ['add_commands', 'fail', 'remove', 'requeue']
+__all__ = ['add_commands', 'cancel', 'fail', 'remove', 'requeue']
 
 ATTEMPTS = 5
 
@@ -56,6 +67,52 @@ def find(root, text):
     return queue, job
 
 
+def find_any(root, text):
+    """``(queue or None, job)`` for the job id ``text``, whatever its
+    status; ``UsageError`` if there is none."""
+    conn = root._p_jar
+    queues = root.get(interfaces.KEY)
+    if queues is not None:
+        for queue in queues.values():
+            for record in queue.unloadableJobs():
+                if str(job_id(record.job)) == text.strip():
+                    return queue, record.job
+    try:
+        job = inspection.load_job(conn, text)
+    except (ValueError, LookupError) as e:
+        raise UsageError(str(e))
+    if not interfaces.IJob.providedBy(job):
+        raise UsageError('job %s cannot be loaded here, so it cannot be '
+                         'cancelled (zasync job %s tells why)' % (text, text))
+    return job.queue, job
+
+
+def operator_principal():
+    """Who an operator at this command line is: ``user@host``."""
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = 'unknown'
+    return '%s@%s' % (user, socket.gethostname())
+
+
+def _cancel(queue, job, args):
+    if not interfaces.IJob.providedBy(job):
+        raise UsageError('job %s: its class cannot be imported here, so it '
+                         'cannot be cancelled (zasync remove takes it out of '
+                         'its queue)' % (args.id,))
+    running = job.status in (interfaces.ACTIVE, interfaces.ASSIGNED)
+    try:
+        job.cancel(args.reason, operator_principal())
+    except interfaces.BadStatusError as e:
+        raise UsageError('job %s: %s' % (args.id, e))
+    if running:
+        return ('job %s: cancelled; its dispatcher stops it (nothing it '
+                'wrote commits)' % (args.id,))
+    return ('job %s: cancelled; it does not run, and fails with '
+            'CancelledError' % (args.id,))
+
+
 def _fail(queue, job, args):
     wrapper = queue.failJob(job, args.reason)
     return ('job %s: out of queue %r; job %d fails it with AbortedError(%r)'
@@ -72,14 +129,14 @@ def _requeue(queue, job, args):
     return 'job %s: back at the front of queue %r' % (args.id, queue.name)
 
 
-def _act(args, action):
+def _act(args, action, finder=find):
     db = open_uri(args.zodb, must_exist=True)
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
     try:
         for attempt in range(ATTEMPTS):
             tm.begin()
-            queue, job = find(conn.root(), args.id)
+            queue, job = finder(conn.root(), args.id)
             try:
                 message = action(queue, job, args)
             except (ValueError, LookupError) as e:
@@ -92,11 +149,38 @@ def _act(args, action):
                     raise UsageError('the database kept changing; try again')
                 continue
             print(message)
+            wait = getattr(args, 'wait', None)
+            if wait is not None:
+                return _wait_until_completed(tm, job, args.id, wait)
             return 0
     finally:
         tm.abort()
         conn.close()
         db.close()
+
+
+def _wait_until_completed(tm, job, text, seconds):
+    """Wait (reading new transactions) until ``job`` has completed; print
+    its outcome.  Exit status 0, or 1 if it did not complete in time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        tm.begin()
+        if job.status == interfaces.COMPLETED:
+            result = job.result
+            error = getattr(result, 'value', None)
+            outcome = (('failed: %s: %s' % (type(error).__name__, error))
+                       if isinstance(error, BaseException)
+                       else 'completed: %r' % (result,))
+            print('job %s: %s' % (text, outcome))
+            return 0
+        if time.monotonic() >= deadline:
+            raise UsageError('job %s has not completed after %g s (it is %s)'
+                             % (text, seconds, job.status.title.lower()))
+        time.sleep(0.05)
+
+
+def cancel(args):
+    return _act(args, _cancel, finder=find_any)
 
 
 def fail(args):
@@ -112,6 +196,9 @@ def requeue(args):
 
 
 COMMANDS = [
+    ('cancel', cancel,
+     'cancel a job: a pending one never runs, a running one is stopped '
+     'and nothing it wrote commits'),
     ('fail', fail, 'fail a pending or held job (its callbacks run)'),
     ('remove', remove, 'remove a pending or held job from its queue'),
     ('requeue', requeue,
@@ -120,7 +207,7 @@ COMMANDS = [
 
 
 def add_commands(subparsers):
-    """Register ``zasync fail``, ``remove`` and ``requeue``."""
+    """Register ``zasync cancel``, ``fail``, ``remove`` and ``requeue``."""
     for name, func, help in COMMANDS:
         parser = subparsers.add_parser(name, help=help, description=help)
         parser.add_argument(
@@ -133,4 +220,10 @@ def add_commands(subparsers):
         if name == 'fail':
             parser.add_argument('--reason', required=True,
                                 help='why (recorded in the failure)')
+        if name == 'cancel':
+            parser.add_argument('--reason',
+                                help='why (recorded in the failure)')
+            parser.add_argument(
+                '--wait', metavar='SECONDS', type=positive_seconds,
+                help='wait until the job has completed, at most this long')
         parser.set_defaults(func=func)

@@ -2,6 +2,7 @@
 *processes*: they must be importable there, so they live in a real module.
 """
 import os
+import threading
 import time
 
 import BTrees.OOBTree
@@ -115,3 +116,34 @@ def write_then_loop(key, guard=False):
         except Exception:
             if not guard:
                 raise
+
+
+#: released by a test to let ``write_then_block`` return
+RELEASE = threading.Event()
+
+
+def write_then_block(key, late_key=None):
+    """Write ``root[key] = 1``, then block in C code (a lock) until
+    ``RELEASE`` is set -- an asynchronous exception cannot reach it --;
+    then write ``root[late_key] = 1`` too, and return."""
+    root = local.getJob()._p_jar.root()
+    root[key] = 1
+    RELEASE.wait()
+    if late_key is not None:
+        root[late_key] = 1
+    return 'came back'
+
+
+def swallow_then_check(key):
+    """Write ``root[key] = 1``, then loop, swallowing every exception --
+    even the dispatcher's -- but calling ``raise_if_cancelled``."""
+    local.getJob()._p_jar.root()[key] = 1
+    while True:
+        try:
+            local.raise_if_cancelled()
+        except BaseException:
+            raise
+        try:
+            time.sleep(0.01)
+        except BaseException:
+            pass

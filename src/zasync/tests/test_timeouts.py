@@ -15,6 +15,7 @@ import zasync.dispatcher
 from zasync import interfaces
 from zasync import testing
 from zasync import timeouts
+from zasync.interfaces import JobTimeoutError
 from zasync.job import Job
 from zasync.job import RetryWithBackoff
 from zasync.testing.fixtures import DatabaseFixture
@@ -55,17 +56,18 @@ class TimeoutSettingTests(DatabaseFixture, unittest.TestCase):
         import threading
         ident = threading.get_ident()
         token, other = object(), object()
-        self.assertFalse(timeouts.stop(ident, token))
+        self.assertFalse(timeouts.stop(ident, token, JobTimeoutError))
         with timeouts.running():   # (nothing assigned: cannot be stopped)
-            self.assertFalse(timeouts.stop(ident, token))
+            self.assertFalse(timeouts.stop(ident, token, JobTimeoutError))
         timeouts.assign(token)
         with timeouts.running():
-            self.assertFalse(timeouts.stop(ident, other))
-        self.assertFalse(timeouts.stop(ident, token))   # (left it)
+            self.assertFalse(timeouts.stop(ident, other, JobTimeoutError))
+        # (it left the callable)
+        self.assertFalse(timeouts.stop(ident, token, JobTimeoutError))
         timeouts.assign(token)
         with self.assertRaises(interfaces.JobTimeoutError):
             with timeouts.running():
-                self.assertTrue(timeouts.stop(ident, token))
+                self.assertTrue(timeouts.stop(ident, token, JobTimeoutError))
                 while True:   # (until it arrives)
                     pass
 
