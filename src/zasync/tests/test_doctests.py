@@ -46,6 +46,7 @@ LAYERS = {}
 LAYERS['catastrophes.rst'] = WorkersLayer   # a ZEOLayer
 LAYERS['poison.rst'] = WorkersLayer
 LAYERS['control.rst'] = WorkersLayer
+LAYERS['migration.rst'] = WorkersLayer  # its own ZEO server and worker
 LAYERS['deployment.rst'] = ScaleOutLayer    # ZEO and PostgreSQL
 
 

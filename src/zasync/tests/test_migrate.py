@@ -65,14 +65,18 @@ def copy_fixture(directory, name='Data.fs'):
 
 def importable_jobs():
     """Make the fixture's job module importable here, and in the children
-    (workers, commands) started after this (``PYTHONPATH``)."""
+    (workers, commands: ``subprocess_env`` passes ``sys.path`` on); return
+    a function that undoes it."""
     directory = fixture_dir()
-    if directory not in sys.path:
-        sys.path.append(directory)
-    paths = os.environ.get('PYTHONPATH', '').split(os.pathsep)
-    if directory not in paths:
-        os.environ['PYTHONPATH'] = os.pathsep.join(
-            [p for p in paths if p] + [directory])
+    if directory in sys.path:
+        return lambda: None
+    sys.path.append(directory)
+
+    def undo():
+        if directory in sys.path:
+            sys.path.remove(directory)
+        sys.modules.pop(JOBS_MODULE, None)
+    return undo
 
 
 def sha256(path):
@@ -329,7 +333,7 @@ class FixtureCase(unittest.TestCase):
     def setUp(self):
         if not os.path.exists(os.path.join(fixture_dir(), 'Data.fs')):
             self.skipTest('no zc.async fixture at %s' % fixture_dir())
-        importable_jobs()
+        self.addCleanup(importable_jobs())
         self.dir = tempfile.mkdtemp(prefix='zasync-migrate-')
         self.addCleanup(shutil.rmtree, self.dir, True)
 
