@@ -57,6 +57,12 @@ def report_and_wait():
     return 'done'
 
 
+class _Principal:
+
+    def __init__(self, id):
+        self.id = id
+
+
 class Base(ZopeTestCase):
 
     def setUp(self):
@@ -166,6 +172,29 @@ class ManagerTests(Base):
         self.assertIsNone(self.manager.get(job_id, self.site))
         # removing does not unqueue
         self.assertEqual(list(self.root[interfaces.KEY]['']), [job])
+
+    def test_cancel_records_the_principals(self):
+        import zope.security.management
+        self.single()
+        tm = self.conn.transaction_manager
+        job_id = self.manager.put(zasync.job.Job(double, 3), self.site)
+        tm.commit()
+        with self.assertRaises(LookupError):
+            self.manager.cancel('4242', site=self.site)
+        zope.security.management.newInteraction(
+            z3.Participation(_Principal('zope.alice')))
+        try:
+            request = self.manager.cancel(job_id, 'no longer needed',
+                                          site=self.site)
+        finally:
+            zope.security.management.endInteraction()
+        self.assertEqual(request.principal, 'zope.alice')
+        job = self.manager.get(job_id, self.site)
+        self.assertIs(job.cancel_requested, request)
+        self.assertEqual(len(self.root[interfaces.KEY]['']), 1)  # its failer
+        tm.commit()
+        self.assertIn('cancelled by zope.alice at ',
+                      str(request.error()))
 
     def test_put_never_commits(self):
         self.single()
