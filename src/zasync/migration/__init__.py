@@ -182,6 +182,17 @@ def _one_line(error):
 
 def _oids(storage):
     """The oids of the current records, in order, read one at a time."""
+    if not hasattr(storage, 'record_iternext') and hasattr(storage,
+                                                           'changes'):
+        # a DemoStorage (a dry run in place): its base's, then its own
+        base = storage.base
+        yield from _oids(base)
+        for oid in _oids(storage.changes):
+            try:
+                base.load(oid)
+            except ZODB.POSException.POSKeyError:
+                yield oid
+        return
     next_oid = None
     while True:
         try:
@@ -413,12 +424,33 @@ def _migrate_files(sources, outputs, dry_run, progress, report, workdirs,
 def migrate_storage(db, dry_run=False, progress=None):
     """Convert the open database ``db`` (and its other members) in place:
     for a ZEO or RelStorage database whose records zodbupdate already
-    pickled for Python 3.  ``dry_run``: every change is made in
-    savepoints and aborted.  Return a ``Report``."""
+    pickled for Python 3.  ``dry_run``: the changes go to temporary files
+    (a ``DemoStorage`` over each member) and are thrown away.  Return a
+    ``Report``."""
     report = Report(dry_run=dry_run)
-    for name, member in sorted(db.databases.items()):
-        storage = member.storage
-        _convert_records(storage, None if dry_run else storage, report,
-                         progress, in_place=True)
-    _rebuild(db, report, progress, savepoints=dry_run)
-    return report
+    if not dry_run:
+        for name, member in sorted(db.databases.items()):
+            storage = member.storage
+            _convert_records(storage, storage, report, progress,
+                             in_place=True)
+        _rebuild(db, report, progress)
+        return report
+    import ZODB.DemoStorage
+    workdir = tempfile.mkdtemp(prefix='zasync-migrate-')
+    databases = {}
+    try:
+        for index, (name, member) in enumerate(sorted(db.databases.items())):
+            changes = ZODB.FileStorage.FileStorage(
+                os.path.join(workdir, '%d.fs' % index), create=True)
+            demo = ZODB.DemoStorage.DemoStorage(
+                base=member.storage, changes=changes,
+                close_base_on_close=False, close_changes_on_close=True)
+            _convert_records(member.storage, demo, report, progress,
+                             in_place=True)
+            ZODB.DB(demo, database_name=name, databases=databases)
+        _rebuild(databases[db.database_name], report, progress)
+        return report
+    finally:
+        for member in list(databases.values()):
+            _close(member)
+        shutil.rmtree(workdir, ignore_errors=True)

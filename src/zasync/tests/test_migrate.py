@@ -600,6 +600,77 @@ class ReferenceRunTests(FixtureCase):
                       shown.stdout)
 
 
+def run_zodbupdate(path, *options):
+    """``zodbupdate --convert-py3 --file PATH OPTIONS`` in a child process
+    that has zasync installed (its entry points) and the job module."""
+    import subprocess
+    from zasync.testing.servers import subprocess_env
+    argv = ['zodbupdate', '--convert-py3', '--quiet', '--file', path]
+    argv += list(options)
+    return subprocess.run(
+        [sys.executable, '-c', 'import sys; sys.argv = %r; '
+         'from zodbupdate.main import main; main()' % (argv,)],
+        env=subprocess_env(), capture_output=True, text=True, timeout=300)
+
+
+class ZodbupdateTests(FixtureCase):
+    """An application's own ``zodbupdate --convert-py3`` run over its whole
+    database, zasync installed: the entry points rename zasync's part;
+    ``zasync migrate`` does the rest."""
+
+    def test_entry_points_then_migrate(self):
+        from zasync.migration.records import class_of
+        source = copy_fixture(self.dir)
+        # zodbupdate's default decoding (ASCII) stops at binary strings
+        # such as the oids in zc.async's queue keys
+        before = sha256(source)
+        result = run_zodbupdate(source)
+        self.assertNotEqual(result.returncode, 0)
+        shutil.copyfile(os.path.join(fixture_dir(), 'Data.fs'), source)
+        result = run_zodbupdate(source, '--encoding', 'utf-8')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertNotEqual(sha256(source), before)
+        storage = ZODB.FileStorage.FileStorage(source, read_only=True)
+        try:
+            data, tid = storage.load(ZODB.utils.p64(83))
+            self.assertEqual(class_of(data), 'zasync.job.Job')
+            data, tid = storage.load(ZODB.utils.p64(5))
+            self.assertEqual(class_of(data),
+                             'zasync.migration.legacy.CompositeQueue')
+        finally:
+            storage.close()
+        output = self.path('Migrated.fs')
+        result = self.command('--file', source, '--output', output)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('(0 classes renamed, 99 objects rebuilt)',
+                      result.stdout)
+        uuid, took = run_worker_until_settled(output, self.dir)
+        self.assertEqual(compare_with_reference(self.open(output), uuid),
+                         [])
+
+    def test_zodb_uri_in_place(self):
+        source = copy_fixture(self.dir)
+        result = run_zodbupdate(source, '--encoding', 'utf-8')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        uri = 'file://' + source
+        result = self.command('--zodb', uri, '--dry-run')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('would convert 564 records', result.stdout)
+        db = ZODB.DB(ZODB.FileStorage.FileStorage(source, read_only=True))
+        try:
+            self.assertIn('zc.async', db.open().root())
+        finally:
+            db.close()
+        result = self.command('--zodb', uri, '--in-place')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        conn = self.open(source)
+        self.assertNotIn('zc.async', conn.root())
+        queue = conn.root()[interfaces.KEY]['']
+        self.assertEqual(len(queue), 23)
+        self.assertEqual([ZODB.utils.u64(job._p_oid) for job in queue][-1],
+                         378)
+
+
 def test_suite():
     return unittest.defaultTestLoader.loadTestsFromName(__name__)
 
