@@ -16,6 +16,7 @@ import os
 import zope.interface
 import zope.security
 from zope.publisher.interfaces.browser import IBrowserPublisher
+from zope.security.proxy import removeSecurityProxy
 
 from zasync import utils
 from zasync.web import app
@@ -46,12 +47,12 @@ class RequestStore:
 def _connection(context):
     """The connection of the job manager's site (the object ``++jobs++``
     was traversed from)."""
-    obj = context
+    obj = removeSecurityProxy(context)
     while obj is not None:
         conn = utils.connection(obj)
         if conn is not None:
             return conn
-        obj = getattr(obj, '__parent__', None)
+        obj = removeSecurityProxy(getattr(obj, '__parent__', None))
     raise LookupError('the job manager is not reached from a stored object '
                       '(use /++jobs++/dashboard)')
 
