@@ -155,7 +155,8 @@ class LayeringTests(unittest.TestCase):
         # (A rule that checks nothing cannot fail.)
         engine = [m for m in MODULES if not in_package(m, OUTSIDE_ENGINE)]
         for expected in ('zasync.job', 'zasync.queue', 'zasync.dispatcher',
-                         'zasync.worker', 'zasync.inspection'):
+                         'zasync.worker', 'zasync.inspection',
+                         'zasync.web.app', 'zasync.web.metrics'):
             self.assertIn(expected, engine)
         self.assertIn(('zasync.cli.common',),
                       [(t,) for _, t, _ in imports(
@@ -214,7 +215,10 @@ class LayeringTests(unittest.TestCase):
                        'zasync.inspection', 'zasync.instanceuuid',
                        'zasync.subscribers', 'zasync.manager',
                        'zasync.runner', 'zasync.background',
-                       'zasync.testing', 'zasync.cli'):
+                       'zasync.testing', 'zasync.cli', 'zasync.actions',
+                       'zasync.web', 'zasync.web.app', 'zasync.web.auth',
+                       'zasync.web.data', 'zasync.web.metrics',
+                       'zasync.web.views', 'zasync.cli.web'):
             mod = __import__(module, fromlist=['_'])
             names = getattr(mod, '__all__', None)
             if names is None:
