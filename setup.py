@@ -23,6 +23,11 @@ INSTALL_REQUIRES = [
     'zope.component >= 5.1',
     'zope.event >= 4.6',
     'zope.minmax >= 2.3',  # the queue's conflict-resolving counters
+    # periodic jobs (zasync.schedule): five-field cron expressions, computed
+    # in a zoneinfo timezone across DST changes as Debian's cron does;
+    # small, no dependencies, maintained (croniter was declared abandoned
+    # in 2025 before it found new maintainers)
+    'cronsim >= 2.6',
 ]
 
 # Zope Toolkit and Grok applications: the ZCML (configure.zcml,
