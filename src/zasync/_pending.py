@@ -39,14 +39,15 @@ REGULAR = 1
 class Location:
     """Where an entry lives (in memory only, for removal)."""
 
-    __slots__ = ('root_key', 'node', 'node_key', 'shard', 'key')
+    __slots__ = ('root_key', 'node', 'node_key', 'shard', 'key', 'store')
 
-    def __init__(self, root_key, node, node_key, shard, key):
+    def __init__(self, root_key, node, node_key, shard, key, store=None):
         self.root_key = root_key
         self.node = node
         self.node_key = node_key
         self.shard = shard
         self.key = key
+        self.store = store   # the PendingJobs it is in
 
     @property
     def put_back(self):
@@ -91,7 +92,7 @@ class PendingJobs(persistent.Persistent):
         key = (seq, random.getrandbits(62))
         shard.add(key, obj)
         self._length.change(1)
-        return Location(root_key, node, node_key, shard, key)
+        return Location(root_key, node, node_key, shard, key, self)
 
     def _live_child(self, index, key, factory):
         for child in index.get(key):
@@ -104,11 +105,17 @@ class PendingJobs(persistent.Persistent):
         index.add(key, child)
         return child
 
-    def entries(self, until=None):
+    def entries(self, until=None, put_back=None):
         """``(location, obj)`` in order; with ``until`` (a datetime), stop
-        before the first window later than ``until``'s second."""
+        before the first window later than ``until``'s second; with
+        ``put_back`` True only the entries put back, False only the
+        others."""
         limit = None if until is None else window_of(until)
         for root_key, nodes in self._root.sorted_items():
+            if put_back is not None and (root_key[0] == PUT_BACK) != put_back:
+                if put_back:
+                    return   # (the put-back entries come first)
+                continue
             if (limit is not None and root_key[0] == REGULAR
                     and root_key[1] > limit >> EPOCH_BITS):
                 return
@@ -136,7 +143,8 @@ class PendingJobs(persistent.Persistent):
                          for k, v in shard.sorted_items()),
                         key=lambda item: item[0])
                 for key, node, shard, obj in items:
-                    yield Location(root_key, node, node_key, shard, key), obj
+                    yield Location(root_key, node, node_key, shard, key,
+                                   self), obj
 
     def __iter__(self):
         for location, obj in self.entries():
@@ -208,3 +216,79 @@ class PendingJobs(persistent.Persistent):
                 and location.root_key[1] < window_of(now) >> EPOCH_BITS):
             node.retired = True
             self._root.discard(location.root_key, node)
+
+
+# --------------------------------------------------------------------------
+# Priorities
+
+MIN_PRIORITY = -100
+MAX_PRIORITY = 100
+
+
+def check_priority(value):
+    """A priority: an ``int`` from -100 to 100 (higher runs first)."""
+    if (isinstance(value, bool) or not isinstance(value, int)
+            or not MIN_PRIORITY <= value <= MAX_PRIORITY):
+        raise ValueError('priority must be a whole number from %d to %d, '
+                         'not %r' % (MIN_PRIORITY, MAX_PRIORITY, value))
+    return value
+
+
+class Levels:
+    """A queue's pending jobs over priorities (a view, not stored).
+
+    Priority 0 lives in the queue's original ``PendingJobs``; every other
+    priority in a ``PendingJobs`` of its own, in ``levels`` (an ``OOBTree``
+    by priority, or None while no other priority was used).  Claim order:
+    the entries put back, highest priority first; then the others, by
+    priority, highest first, and within one priority by due second and
+    put order.  A claim scans a level only up to its first job due later,
+    so each level costs what a queue without priorities costs.
+    """
+
+    def __init__(self, default, levels):
+        self.default = default
+        self.levels = levels
+
+    def stores(self):
+        """``[(priority, PendingJobs)]``, highest priority first."""
+        if not self.levels:
+            return [(0, self.default)]
+        others = list(self.levels.items())
+        result = [(p, store) for p, store in reversed(others) if p > 0]
+        result.append((0, self.default))
+        result.extend((p, store) for p, store in reversed(others) if p < 0)
+        return result
+
+    def entries(self, until=None):
+        """``(location, obj)`` in claim order (see the class)."""
+        stores = self.stores()
+        if len(stores) == 1:
+            yield from self.default.entries(until)
+            return
+        for put_back in (True, False):
+            for priority, store in stores:
+                yield from store.entries(until, put_back=put_back)
+
+    def __iter__(self):
+        for location, obj in self.entries():
+            yield obj
+
+    def __len__(self):
+        return sum(len(store) for priority, store in self.stores())
+
+    def find(self, obj, priority=None):
+        """The location of ``obj`` (by identity), or None: in the level of
+        ``priority`` first, when given.  Linear."""
+        stores = self.stores()
+        if priority is not None:
+            stores.sort(key=lambda item: item[0] != priority)
+        for p, store in stores:
+            location = store.find(obj)
+            if location is not None:
+                return location
+        return None
+
+    def count_due_after(self, now, due):
+        return sum(store.count_due_after(now, due)
+                   for priority, store in self.stores())

@@ -1002,9 +1002,12 @@ def _watched_oids(queue):
     if queue._p_oid is not None:
         oids.add(queue._p_oid)
     queue._p_activate()
-    for name, value in list(vars(queue).items()):
-        if name in _NOT_WATCHED:
-            continue
+    values = [value for name, value in list(vars(queue).items())
+              if name not in _NOT_WATCHED]
+    stores = getattr(queue, 'pendingStores', None)
+    if stores is not None:
+        values.extend(stores())   # (the jobs of every priority)
+    for value in values:
         if isinstance(value, persistent.Persistent) and value._p_oid:
             oids.add(value._p_oid)
             try:

@@ -29,6 +29,7 @@ from zasync import interfaces
 from zasync import local as zlocal
 from zasync import timeouts
 from zasync import utils
+from zasync._pending import check_priority
 from zasync.failure import Failure
 from zasync.failure import isFailure
 from zasync.interfaces import ACTIVE
@@ -473,6 +474,9 @@ class Job(_AddCallbacks, utils.Base):
     _begin_by = None
     _quota_names = ()
     _timeout = None
+    _priority = 0
+    unique_key = None
+    retried_from = None
     cancel_requested = None
     key = None
     retry_policy_factory = None
@@ -626,6 +630,20 @@ class Job(_AddCallbacks, utils.Base):
             raise interfaces.BadStatusError(
                 'can only set timeout when a job has NEW or PENDING status')
         self._timeout = check_timeout(value)
+
+    @property
+    def priority(self):
+        """Among the due jobs of a queue, higher priorities are claimed
+        first (an ``int`` from -100 to 100; default 0).  Set it while the
+        job is NEW (``Queue.put(..., priority=)`` does)."""
+        return self._priority
+
+    @priority.setter
+    def priority(self, value):
+        if self.status != NEW:
+            raise interfaces.BadStatusError(
+                'can only set priority when a job has NEW status')
+        self._priority = check_priority(value)
 
     @property
     def initial_callbacks_end(self):
@@ -1029,6 +1047,10 @@ class Job(_AddCallbacks, utils.Base):
 
     def _complete(self):
         self._status_id = _COMPLETED
+        if self.unique_key is not None:
+            queue = self.queue
+            if queue is not None:
+                queue.releaseUniqueKey(self)
         if interfaces.IAgent.providedBy(self.parent):
             self.parent.jobCompleted(self)
 

@@ -8,6 +8,7 @@ import importlib
 import logging
 
 import BTrees.Length
+import BTrees.OOBTree
 import persistent.interfaces
 import transaction.interfaces
 import zope.component
@@ -19,7 +20,9 @@ from zasync import instanceuuid
 from zasync import interfaces
 from zasync import utils
 from zasync._dict import Dict
+from zasync._pending import Levels
 from zasync._pending import PendingJobs
+from zasync._pending import check_priority
 from zasync.interfaces import CALLBACKS
 from zasync.interfaces import COMPLETED
 from zasync.interfaces import NEW
@@ -37,12 +40,29 @@ from zasync.unloadable import UnloadableJobs
 from zasync.unloadable import job_id
 from zasync.utils import events_log
 
-__all__ = ['DispatcherAgents', 'Dispatchers', 'getDefaultQueue',
-           'install_queues', 'Maximum', 'Queue', 'Queues', 'Quota', 'Quotas']
+__all__ = ['check_unique_key', 'DispatcherAgents', 'Dispatchers',
+           'getDefaultQueue', 'install_queues', 'Maximum', 'Queue', 'Queues',
+           'Quota', 'Quotas']
 
 
 # --------------------------------------------------------------------------
 # Queues
+
+
+def check_unique_key(value):
+    """A unique key: a non-empty ``str``."""
+    if not isinstance(value, str) or not value:
+        raise ValueError('a unique key must be a non-empty string, not %r'
+                         % (value,))
+    return value
+
+
+def _priority_of(job):
+    """The priority of a job, 0 for one that cannot be loaded."""
+    try:
+        return job.priority
+    except Exception:
+        return 0
 
 
 @zope.interface.implementer(interfaces.IQueues)
@@ -77,6 +97,8 @@ class Queue(utils.Base):
         self.dispatchers = Dispatchers()
         self.dispatchers.parent = self
         self.cancellations = BTrees.Length.Length()
+        self._levels = BTrees.OOBTree.OOBTree()
+        self._unique = BTrees.OOBTree.OOBTree()
 
     def __repr__(self):
         return '<%s %r (%d pending)>' % (
@@ -85,12 +107,25 @@ class Queue(utils.Base):
     # -- adding ------------------------------------------------------------
 
     def put(self, item, begin_after=None, begin_by=None,
-            failure_log_level=None, retry_policy_factory=None, timeout=None):
+            failure_log_level=None, retry_policy_factory=None, timeout=None,
+            priority=None, unique_key=None):
+        """Queue ``item`` (a job, or a callable made into one); return the
+        job.  ``priority``: an ``int`` from -100 to 100, higher first
+        among the due jobs (default: the job's, 0).  ``unique_key``: a
+        non-empty ``str``; while a job put here with that key has not
+        completed, ``put`` returns that job and queues nothing."""
+        if unique_key is not None:
+            check_unique_key(unique_key)
+            existing = self._unique_job(unique_key)
+            if existing is not None:
+                return existing
         job = as_job(item)
         # Check everything before changing anything: a refused job is left
         # as it was.
         if job.status != NEW:
             raise ValueError('cannot add already-assigned job')
+        if priority is not None:
+            check_priority(priority)
         for name in job.quota_names:
             if name not in self.quotas:
                 raise ValueError('unknown quota name', name)
@@ -121,12 +156,17 @@ class Queue(utils.Base):
             job.begin_by = begin_by
         if timeout is not None:
             job.timeout = timeout
+        if priority is not None:
+            job.priority = priority
+        if unique_key is not None:
+            job.unique_key = unique_key
+            self._unique_index()[unique_key] = job
         if job.assignerUUID is None:
             # zc.async had this test inverted: fresh jobs went unstamped.
             # Rescheduled jobs keep the UUID of whoever put them first.
             job.assignerUUID = instanceuuid.current()
         self._adopt(job)
-        self._pending.add(job, max(job.begin_after, now))
+        self._level(job.priority).add(job, max(job.begin_after, now))
         job.parent = self
         return job
 
@@ -142,9 +182,92 @@ class Queue(utils.Base):
             raise ValueError('a job put back must have a begin_after')
         if job._p_jar is None:
             raise ValueError('a job put back must already be stored')
-        self._pending.add(job, put_back=True)
+        self._level(job.priority).add(job, put_back=True)
         job.parent = self
         return job
+
+    # -- priorities ----------------------------------------------------------
+
+    _levels = None   # OOBTree: priority -> PendingJobs, for priorities != 0
+
+    def _stores(self):
+        return Levels(self._pending, self._levels)
+
+    def pendingStores(self):
+        """The ``PendingJobs`` of every priority (what a dispatcher watches
+        for new jobs)."""
+        return [store for priority, store in self._stores().stores()]
+
+    def _level(self, priority):
+        """The ``PendingJobs`` of ``priority`` (made on first use)."""
+        if not priority:
+            return self._pending
+        if self._levels is None:
+            self._levels = BTrees.OOBTree.OOBTree()
+        store = self._levels.get(priority)
+        if store is None:
+            store = self._levels[priority] = PendingJobs()
+            if self._p_jar is not None:
+                self._p_jar.add(store)
+        return store
+
+    # -- unique keys ---------------------------------------------------------
+
+    _unique = None   # OOBTree: unique key -> the job put with it
+
+    def _unique_index(self):
+        if self._unique is None:
+            self._unique = BTrees.OOBTree.OOBTree()
+        return self._unique
+
+    def _unique_job(self, key):
+        """The job put with ``key`` that has not completed, or None."""
+        if self._unique is None:
+            return None
+        job = self._unique.get(key)
+        if job is None:
+            return None
+        try:
+            if job.status != COMPLETED:
+                return job
+        except Exception:   # a job that cannot be loaded keeps its key
+            return job
+        return None
+
+    def uniqueJob(self, key):
+        """The job put here with the unique ``key`` that has not completed
+        yet, or None."""
+        check_unique_key(key)
+        return self._unique_job(key)
+
+    def releaseUniqueKey(self, job):
+        """``job`` completed: its unique key is free again."""
+        key = getattr(job, 'unique_key', None)
+        if key is not None and self._unique is not None and (
+                self._unique.get(key) is job):
+            del self._unique[key]
+
+    # -- pausing -------------------------------------------------------------
+
+    _paused = False
+
+    @property
+    def paused(self):
+        """Whether the queue is paused: it accepts jobs, but no dispatcher
+        claims any (the running ones finish)."""
+        return self._paused
+
+    def pause(self):
+        """Stop every dispatcher claiming jobs from this queue (once the
+        caller commits); jobs can still be put."""
+        if not self._paused:
+            self._paused = True
+
+    def resume(self):
+        """Let the dispatchers claim jobs again (they wake up as soon as the
+        caller commits)."""
+        if self._paused:
+            self._paused = False
 
     def _adopt(self, job):
         if job._p_jar is None and self._p_jar is not None:
@@ -154,7 +277,7 @@ class Queue(utils.Base):
     # -- removing ----------------------------------------------------------
 
     def _discard(self, location, job, now=None):
-        self._pending.discard(location, now)
+        location.store.discard(location, now)
         job.parent = None
 
     def pull(self, index=0):
@@ -164,7 +287,7 @@ class Queue(utils.Base):
             index += length
         if not 0 <= index < length:
             raise IndexError(index)
-        for i, (location, job) in enumerate(self._pending.entries()):
+        for i, (location, job) in enumerate(self._stores().entries()):
             if i == index:
                 self._discard(location, job, utils.now())
                 job.assignerUUID = None
@@ -173,7 +296,7 @@ class Queue(utils.Base):
 
     def remove(self, item):
         """Remove a pending job (``LookupError`` if it is not here)."""
-        location = self._pending.find(item)
+        location = self._stores().find(item, getattr(item, 'priority', None))
         if location is None:
             raise LookupError('item not in queue', item)
         self._discard(location, item, utils.now())
@@ -185,11 +308,11 @@ class Queue(utils.Base):
         A job past its ``begin_by`` deadline is not returned itself: a new
         job failing it with ``TimeoutError`` is (quotas do not apply).
         """
-        if not len(self):
+        if self._paused or not len(self):
             return default
         now = utils.now()
         cleaned = set()
-        for location, job in self._pending.entries(until=now):
+        for location, job in self._stores().entries(until=now):
             problem = load_problem(job)
             if problem is not None:
                 self._hold(location, job, problem, now)
@@ -249,7 +372,7 @@ class Queue(utils.Base):
     def _hold(self, location, job, problem, now):
         """Take a job that cannot be loaded out of the pending jobs
         (without writing the job: its placeholders cannot be stored)."""
-        self._pending.discard(location, now)
+        location.store.discard(location, now)
         record = self.unloadable.hold(job, problem.reason, now,
                                       self.load_retry)
         events_log.error(
@@ -284,7 +407,7 @@ class Queue(utils.Base):
             problem = load_problem(job)
             if problem is None:
                 self._unloadable.pop(job_id(job))
-                self._pending.add(job, put_back=True)
+                self._level(_priority_of(job)).add(job, put_back=True)
                 events_log.info('job %d can be loaded now: back in queue %r',
                                 job_id(job), self.name)
                 requeued += 1
@@ -333,7 +456,7 @@ class Queue(utils.Base):
             record = self._unloadable.get(job_id(job))
             if record is not None:
                 return 'held', record
-        location = self._pending.find(job)
+        location = self._stores().find(job, _priority_of(job))
         if location is None:
             raise LookupError('job %d is neither pending nor held in queue '
                               '%r' % (job_id(job), self.name))
@@ -355,7 +478,7 @@ class Queue(utils.Base):
             job.markUnloadable()
             self._unloadable.pop(job_id(job))
         else:
-            self._pending.discard(found, now)
+            found.store.discard(found, now)
         if error is None:
             error = interfaces.AbortedError('failed by an operator: %s'
                                             % (reason,))
@@ -395,7 +518,7 @@ class Queue(utils.Base):
             raise ValueError('job %d is pending, not held: nothing to '
                              'requeue' % job_id(job))
         self._unloadable.pop(job_id(job))
-        self._pending.add(job, put_back=True)
+        self._level(_priority_of(job)).add(job, put_back=True)
 
     def _quotas_of(self, job, cleaned):
         """The quotas ``job`` counts against, or None if one is full."""
@@ -421,13 +544,17 @@ class Queue(utils.Base):
     # -- reading -----------------------------------------------------------
 
     def __len__(self):
-        return len(self._pending)
+        if self._levels is None:
+            return len(self._pending)
+        return len(self._stores())
 
     def __bool__(self):
-        return len(self._pending) > 0
+        return len(self) > 0
 
     def __iter__(self):
-        return iter(self._pending)
+        """The pending jobs in claim order: those put back first, then by
+        priority (highest first), due time and put order."""
+        return iter(self._stores())
 
     def countDueLater(self, now=None):
         """How many pending jobs become due after ``now`` (default: now),
@@ -442,7 +569,7 @@ class Queue(utils.Base):
                 return job.begin_after
             except Exception:
                 return None
-        return self._pending.count_due_after(now, due)
+        return self._stores().count_due_after(now, due)
 
     def __getitem__(self, index):
         """The job at ``index`` in claim order (linear)."""
@@ -451,7 +578,7 @@ class Queue(utils.Base):
             index += length
         if not 0 <= index < length:
             raise IndexError(index)
-        for i, job in enumerate(self._pending):
+        for i, job in enumerate(self._stores()):
             if i == index:
                 return job
         raise IndexError(index)   # pragma: no cover
