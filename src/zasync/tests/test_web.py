@@ -293,6 +293,26 @@ class SecurityTests(WebFixture, unittest.TestCase):
                       {'csrf': token, 'confirmed': '1'}, headers=ALICE,
                       status=409)
 
+    def test_a_manager_pauses_and_resumes_a_queue(self):
+        from zasync.queue import Queue
+        if not hasattr(Queue, 'pause'):
+            self.fail('Queue.pause does not exist')
+        page = self.app.get('/', headers=ALICE)
+        confirm = page.forms[0].submit(headers=ALICE)
+        done = confirm.forms['confirm'].submit(headers=ALICE)
+        self.assertEqual(done.html.select_one('#message').text,
+                         "queue '': paused")
+        self.assertTrue(self.app.get('/api/overview', headers=ALICE)
+                        .json['queues'][0]['paused'])
+        done = done.forms[0].submit(headers=ALICE).forms['confirm'].submit(
+            headers=ALICE)
+        self.assertEqual(done.html.select_one('#message').text,
+                         "queue '': resumed")
+        self.tm.begin()
+        self.assertFalse(self.queue.paused)
+        # Bob sees no button, and may not.
+        self.assertEqual(self.app.get('/', headers=BOB).forms, {})
+
     def test_without_manage_nobody_acts(self):
         app = webtest.TestApp(WebApp(self.db, users=self.users))
         page = app.get('/jobs/%d' % oid(self.bad), headers=ALICE)
