@@ -691,8 +691,8 @@ def chart_svg(chart, width=600, height=120):
     parts.append('</svg>')
     legend = ('<p><span class="legend-completed">&#9632; completed</span> '
               '<span class="legend-failed">&#9632; failed</span>%s</p>'
-              % (' <span class="muted">(partial: the newest %d jobs)</span>'
-                 % chart['read'] if chart['partial'] else ''))
+              % (' <span class="muted">(failed: of the newest %d jobs)'
+                 '</span>' % chart['read'] if chart['partial'] else ''))
     return ''.join(parts) + legend
 
 

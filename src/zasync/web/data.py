@@ -5,8 +5,10 @@ Built on ``zasync.inspection`` and, like it, bounded whatever the number
 of jobs kept:
 
 * ``overview`` uses lengths, the few jobs agents hold, and for the chart
-  the jobs completed in the last hour (at most ``CHART_BUDGET`` of them,
-  newest first; past that the chart says it is partial).
+  the completed collections' key ranges of each minute of the last hour
+  (counted without loading the jobs); to tell the failed ones it loads
+  the newest jobs of that hour, at most ``CHART_BUDGET`` (past that the
+  chart says its failed counts are partial).
 * ``list_jobs`` pages by *positions*, never by loading everything: the
   jobs agents hold, then each queue's pending jobs (claim order), its held
   jobs, then the completed jobs of all agents, newest first, by their
@@ -36,8 +38,8 @@ __all__ = ['CHART_BUDGET', 'DEFAULT_LIMIT', 'MAX_LIMIT', 'SCAN_BUDGET',
            'Filter', 'decode_cursor', 'encode_cursor', 'job_info',
            'list_jobs', 'overview', 'queues_of']
 
-#: the most completed jobs the overview's chart reads
-CHART_BUDGET = 5000
+#: the most completed jobs the overview's chart loads (to tell the failed)
+CHART_BUDGET = 1000
 #: the most jobs one page of a filtered listing examines
 SCAN_BUDGET = 2000
 DEFAULT_LIMIT = 50
@@ -112,7 +114,7 @@ def _ping_age(last_ping, now):
                  .total_seconds(), 3)
 
 
-def overview(root, now, chart_budget=CHART_BUDGET):
+def overview(root, now, chart_budget=CHART_BUDGET, with_chart=True):
     """Queues (pending, due later, held, active, paused), dispatchers
     (state, last ping and its age, agents), schedules, totals and a chart
     of the jobs completed and failed per minute over the last hour."""
@@ -153,42 +155,50 @@ def overview(root, now, chart_budget=CHART_BUDGET):
     return {'time': inspection.when(now), 'queues': result_queues,
             'dispatchers': dispatchers, 'dispatcher_states': states,
             'schedules': schedules, 'totals': totals,
-            'chart': chart(queues, now, chart_budget)}
+            'chart': chart(queues, now, chart_budget) if with_chart
+            else None}
 
 
 def chart(queues, now, budget=CHART_BUDGET):
     """Completed and failed jobs per minute over the hour before ``now``
-    (oldest minute first), from the agents' completed collections read
-    newest first by key range; at most ``budget`` jobs (``partial``)."""
+    (oldest minute first).  The completed ones are counted by key range in
+    the agents' completed collections, without loading the jobs; telling
+    the failed ones loads them: at most ``budget`` jobs, the newest
+    (``partial`` then says the failed counts are a lower bound)."""
     start = now - datetime.timedelta(hours=1)
-    minutes = [{'minute': inspection.when(start + datetime.timedelta(
-        minutes=index + 1)), 'completed': 0, 'failed': 0}
-        for index in range(60)]
+    minute = datetime.timedelta(minutes=1)
+    tick = datetime.timedelta(microseconds=1)
+    minutes = [{'minute': inspection.when(start + minute * (index + 1)),
+                'completed': 0, 'failed': 0} for index in range(60)]
+    agents = list(_agents(queues))
+    for queue_name, uuid, agent_name, agent in agents:
+        for index in range(60):
+            newer = start + minute * (index + 1)
+            older = start + minute * index + tick
+            minutes[index]['completed'] += _safely(lambda: sum(
+                1 for _ in agent.completed.iter(newer, older)), 0)
     read = 0
     partial = False
-    for queue_name, uuid, agent_name, agent in _agents(queues):
-        for job in _safely(lambda: list(_bounded(
-                agent.completed.iter(now, start), budget - read + 1)), []):
-            if read >= budget:
-                partial = True
-                break
-            read += 1
-            end = _safely(lambda: job.active_end) or _safely(
-                lambda: utils.long_to_dt(job.key))
-            if end is None or end <= start or end > now:
-                continue
+    streams = [_completed_stream(index, queue_name, uuid, agent_name,
+                                 agent.completed, None)
+               for index, (queue_name, uuid, agent_name, agent)
+               in enumerate(agents)]
+    for order, job, queue_name, uuid, agent_name in heapq.merge(
+            *streams, key=operator.itemgetter(0)):
+        end = _safely(lambda: job.active_end) or (
+            utils.long_to_dt(order[0]) if order[0] else None)
+        if end is not None and end <= start:
+            break
+        if read >= budget:
+            partial = True
+            break
+        read += 1
+        if end is None or end > now:
+            continue
+        if isinstance(_safely(lambda: job.result), Failure):
             index = min(59, int((end - start).total_seconds() // 60))
-            minutes[index]['completed'] += 1
-            if isinstance(_safely(lambda: job.result), Failure):
-                minutes[index]['failed'] += 1
+            minutes[index]['failed'] += 1
     return {'minutes': minutes, 'read': read, 'partial': partial}
-
-
-def _bounded(iterable, count):
-    for index, item in enumerate(iterable):
-        if index >= count:
-            return
-        yield item
 
 
 # --------------------------------------------------------------------------

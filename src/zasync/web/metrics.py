@@ -206,7 +206,7 @@ class DatabaseCollector:
         core = prometheus_client.core
         now = self.clock()
         with self.lock, self.read() as root:
-            view = data.overview(root, now, chart_budget=0)
+            view = data.overview(root, now, with_chart=False)
             queues = data.queues_of(root)
             for queue_name, queue in queues:
                 for uuid, da in queue.dispatchers.items():
