@@ -12,6 +12,14 @@
     ``database``, and give it an agent ``agent`` of ``size`` threads in
     every queue.  One per configuration: two conflict.
 
+``<zasync:periodic name="nightly" callable="pkg.mod.func" cron="0 3 * * *"
+timezone="Europe/Berlin" queue="" catch_up="once" database="" />``
+    When the database opens, make sure the queue ``queue`` has the
+    schedule ``name`` (``zasync.schedule``): ``callable`` at each slot of
+    ``cron`` (five fields) in ``timezone``, or every ``interval`` (seconds,
+    or 30s, 15m, 12h, 2d).  An unchanged schedule keeps its state; a
+    changed one is replaced.
+
 Bad values fail when the configuration is loaded, with a
 ``ConfigurationError`` naming the file and line.
 """
@@ -25,10 +33,13 @@ from zope.configuration.fields import Tokens
 
 from zasync import interfaces
 from zasync import manager
+from zasync import schedule
 from zasync import subscribers
+from zasync.durations import parse_duration
 
 __all__ = ['dispatcher', 'IDispatcherDirective', 'IJobsDirective',
-           'InvalidName', 'jobs']
+           'BadSchedule', 'InvalidName', 'IPeriodicDirective', 'jobs',
+           'periodic']
 
 _NAME = re.compile(r'^[A-Za-z0-9_.\-]*$')
 
@@ -108,3 +119,88 @@ def dispatcher(_context, poll_interval=5.0, agent='main', size=3,
                    poll_interval=poll_interval, db_name=database or None))
     subscriber(_context, for_=(interfaces.IDispatcherActivated,),
                handler=subscribers.AgentInstaller(agent, size=size))
+
+
+# --------------------------------------------------------------------------
+# <zasync:periodic>
+
+
+class BadSchedule(zope.schema.ValidationError):
+    __doc__ = 'Not a valid schedule setting'
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else self.__doc__
+
+
+def _checked(check):
+    def constraint(value):
+        try:
+            check(value)
+        except ValueError as e:
+            raise BadSchedule(str(e))
+        return True
+    return constraint
+
+
+class IPeriodicDirective(zope.interface.Interface):
+    """Install a schedule of periodic jobs when the database opens."""
+
+    name = zope.schema.TextLine(
+        title='Schedule name', required=True, min_length=1)
+
+    callable = zope.schema.TextLine(
+        title='Callable', description='The dotted name of a module-level '
+        'function (pkg.mod.func).', required=True,
+        constraint=_checked(schedule.callable_name))
+
+    cron = zope.schema.TextLine(
+        title='Cron expression', description='Five fields: minute hour '
+        'day-of-month month day-of-week.', required=False,
+        constraint=_checked(schedule.check_cron))
+
+    interval = zope.schema.TextLine(
+        title='Interval', description='Seconds, or 30s, 15m, 12h, 2d.',
+        required=False,
+        constraint=_checked(lambda value: schedule.Schedule(
+            'builtins.print', interval=parse_duration(value))))
+
+    timezone = zope.schema.TextLine(
+        title='Timezone', description='A zoneinfo name (cron schedules).',
+        required=False, default='UTC',
+        constraint=_checked(schedule.check_timezone))
+
+    queue = zope.schema.TextLine(
+        title='Queue name', required=False, default='',
+        constraint=_name_constraint)
+
+    catch_up = zope.schema.Choice(
+        title='Catch-up policy', values=schedule.CATCH_UP, required=False,
+        default='once')
+
+    database = zope.schema.TextLine(
+        title='Database name',
+        description='Member of the multi-database holding the queues; '
+                    'empty: the main database.',
+        required=False, default='', constraint=_name_constraint)
+
+
+def periodic(_context, name, callable, cron=None, interval=None,
+             timezone='UTC', queue='', catch_up='once', database=''):
+    from zope.configuration.exceptions import ConfigurationError
+    if (cron is None) == (interval is None):
+        raise ConfigurationError('zasync:periodic %r: give either cron or '
+                                 'interval' % (name,))
+    db_name = database or None
+    try:
+        installer = schedule.ScheduleInstaller(
+            name, queue=queue, db_name=db_name, callable=callable, cron=cron,
+            interval=None if interval is None else parse_duration(interval),
+            timezone=timezone, catch_up=catch_up)
+    except ValueError as e:
+        raise ConfigurationError('zasync:periodic %r: %s' % (name, e))
+    _context.action(discriminator=('zasync:periodic', database, queue, name))
+    # The queue first (the subscribers run in this order).
+    subscriber(_context, for_=(interfaces.IDatabaseOpenedEvent,),
+               handler=subscribers.QueueInstaller((queue,), db_name=db_name))
+    subscriber(_context, for_=(interfaces.IDatabaseOpenedEvent,),
+               handler=installer)
