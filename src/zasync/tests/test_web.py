@@ -6,11 +6,18 @@ and ``zasync web-user`` on the command line.
 import base64
 import datetime
 import io
+import json
 import operator
 import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import unittest
+import urllib.request
 
 
 import webtest
@@ -22,6 +29,10 @@ from zasync import utils
 from zasync.job import Job
 from zasync.retry import NeverRetry
 from zasync.testing.fixtures import DispatcherFixture
+from zasync.testing.servers import free_port
+from zasync.testing.servers import subprocess_env
+from zasync.testing.servers import wait_for_port
+from zasync.testing.servers import wait_or_kill
 from zasync.web import auth
 from zasync.web import data
 from zasync.web.app import WebApp
@@ -326,7 +337,6 @@ class SecurityTests(WebFixture, unittest.TestCase):
 class UsersFileTests(unittest.TestCase):
 
     def write(self, text):
-        import tempfile
         fd, path = tempfile.mkstemp()
         with os.fdopen(fd, 'w') as f:
             f.write(text)
@@ -356,7 +366,6 @@ class CommandLineTests(unittest.TestCase):
 
     def run_command(self, *argv, stdin=''):
         import contextlib
-        import sys
         from zasync.cli import main
         out, err = io.StringIO(), io.StringIO()
         old_stdin = sys.stdin
@@ -420,3 +429,87 @@ class DataTests(WebFixture, unittest.TestCase):
         cursor = data.encode_cursor(['pending', ['q:1', 3]])
         self.assertEqual(data.decode_cursor(cursor), ['pending', ['q:1', 3]])
         self.assertRaises(ValueError, data.decode_cursor, 'bm90IGpzb24')
+
+
+class CommandServerTests(unittest.TestCase):
+    """``zasync web`` as a process after ``zasync demo`` (issue 15's "done
+    when"): the overview, a job list, a failed job's traceback and
+    ``/metrics`` with the demo's counts over real HTTP; SIGTERM stops it
+    with status 0.  ``zasync worker --metrics-listen`` as a process."""
+
+    def test_serving_the_demo_database(self):
+        directory = tempfile.mkdtemp(prefix='zasync-web-demo-')
+        self.addCleanup(shutil.rmtree, directory, True)
+        env = subprocess_env()
+        demo = subprocess.run([sys.executable, '-m', 'zasync', 'demo'],
+                              cwd=directory, env=env, capture_output=True,
+                              text=True, timeout=120)
+        self.assertEqual(demo.returncode, 0, demo.stderr)
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, '-m', 'zasync', 'web', '--zodb',
+             'file://var/Data.fs', '--listen', '127.0.0.1:%d' % port],
+            cwd=directory, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        self.addCleanup(wait_or_kill, server, 10)
+        self.addCleanup(server.stdout.close)
+        self.addCleanup(server.stderr.close)
+        wait_for_port(port, server, what='zasync web')
+        url = 'http://127.0.0.1:%d' % port
+
+        def get(path):
+            with urllib.request.urlopen(url + path, timeout=20) as response:
+                return response.read().decode()
+
+        self.assertIn('<title>Overview - zasync</title>', get('/'))
+        jobs = json.loads(get('/api/jobs?limit=500'))['jobs']
+        self.assertGreater(len(jobs), 10)
+        failed = [job for job in jobs if job['outcome'] == 'failed']
+        self.assertEqual(len(failed), 1)
+        self.assertIn('zasync.cli.demo.doomed', get('/jobs'))
+        page = get('/jobs/%d' % failed[0]['id'])
+        self.assertIn('ValueError: the answer is not', page)
+        self.assertIn('id="traceback"', page)
+        metrics = get('/metrics')
+        completed = sum(float(line.rsplit(' ', 1)[1])
+                        for line in metrics.splitlines()
+                        if line.startswith('zasync_jobs_completed_total'))
+        self.assertEqual(completed, len(jobs))
+        self.assertIn('zasync_jobs_failed_total', metrics)
+        server.send_signal(signal.SIGTERM)
+        self.assertEqual(server.wait(20), 0)
+        self.assertIn('serving file://var/Data.fs on http://127.0.0.1:%d/ '
+                      '(read-only)' % port, server.stdout.read())
+
+    def test_a_worker_serves_metrics(self):
+        directory = tempfile.mkdtemp(prefix='zasync-worker-metrics-')
+        self.addCleanup(shutil.rmtree, directory, True)
+        port = free_port()
+        worker = subprocess.Popen(
+            [sys.executable, '-m', 'zasync', 'worker', '--zodb',
+             'file://%s/Data.fs' % directory, '--create', '--uuid-file',
+             os.path.join(directory, 'uuid.txt'), '--metrics-listen',
+             '127.0.0.1:%d' % port], cwd=directory, env=subprocess_env(),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(wait_or_kill, worker, 10)
+        self.addCleanup(worker.stderr.close)
+        wait_for_port(port, worker, what='the metrics of zasync worker')
+
+        def scrape():
+            with urllib.request.urlopen('http://127.0.0.1:%d/metrics' % port,
+                                        timeout=20) as response:
+                text = response.read().decode()
+            # (alive once the worker's first poll pinged)
+            return text if 'state="alive"' in text else None
+
+        text = testing.wait(scrape, 30, 'the worker never showed as alive')
+        from zasync import instanceuuid
+        worker_uuid = instanceuuid.read_file(os.path.join(directory,
+                                                          'uuid.txt'))
+        self.assertIn('zasync_dispatcher_alive{queue="",state="alive",'
+                      'uuid="%s"} 1.0' % worker_uuid, text)
+        self.assertIn('zasync_worker_active_jobs 0.0', text)
+        self.assertIn('zasync_queue_jobs{queue="",state="pending"} 0.0',
+                      text)
+        worker.send_signal(signal.SIGTERM)
+        self.assertEqual(worker.wait(30), 0, worker.stderr.read())

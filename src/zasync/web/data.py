@@ -88,22 +88,26 @@ def _paused(queue):
 
 
 def _schedules(queue, now):
-    schedules = getattr(queue, 'schedules', None)
+    """The periodic jobs of ``queue`` (``Queue.findSchedules``, which
+    writes nothing), with their last and next run."""
+    find = getattr(queue, 'findSchedules', None)
+    schedules = _safely(find) if find is not None else None
     if schedules is None or not hasattr(schedules, 'items'):
         return []
     result = []
     for name, schedule in _safely(lambda: list(schedules.items()), []):
-        last = _safely(lambda: getattr(schedule, 'last_run', None))
-        following = _safely(lambda: getattr(schedule, 'next_run', None))
-        if callable(following):
-            following = _safely(lambda: following(now))
+        last = _safely(lambda: getattr(schedule, 'last_slot', None))
+        following = _safely(lambda: getattr(schedule, 'next_slot', None))
+        describe = getattr(schedule, 'describe', None)
+        text = _safely(describe if describe is not None
+                       else lambda: repr(schedule), '?')
         result.append({
-            'name': str(name), 'schedule': inspection.cut(
-                _safely(lambda: repr(schedule), '?'), 120),
+            'name': str(name), 'schedule': inspection.cut(str(text), 120),
             'last_run': inspection.when(last) if isinstance(
                 last, datetime.datetime) else None,
             'next_run': inspection.when(following) if isinstance(
-                following, datetime.datetime) else None})
+                following, datetime.datetime) else None,
+            'jobs_put': _safely(lambda: int(schedule.jobs_put), 0)})
     return result
 
 
