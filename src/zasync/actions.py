@@ -2,8 +2,9 @@
 failed job and cancelling one.
 
 ``retry_job(job)`` puts a fresh copy of a failed job's call in the job's
-queue and returns the new job: the same callable, arguments and keyword
-arguments, quota names, timeout, failure log level and retry policy
+queue and returns the new job (its ``retried_from`` is the failed job):
+the same callable, arguments and keyword arguments, quota names,
+priority, unique key, timeout, failure log level and retry policy
 factory, and -- for jobs made in a Zope interaction (``zasync.z3.Job``) --
 the same site and principals.  The failed job stays as it is (its result
 is its record); if it was kept in a ``JobManager``'s container, so is the
@@ -38,7 +39,7 @@ def _copy(job):
     except TypeError:
         new = Job(job.callable, *args, **kwargs)
     for name in ('quota_names', 'timeout', 'failure_log_level',
-                 'retry_policy_factory', 'begin_by'):
+                 'retry_policy_factory', 'begin_by', 'priority'):
         value = getattr(job, name, None)
         if value is not None and value != ():
             setattr(new, name, value)
@@ -65,8 +66,11 @@ def retry_job(job, queue=None):
         queue = job.queue
     if queue is None:
         raise ValueError('job %s is in no queue: give one' % (_id(job),))
-    new = queue.put(_copy(job))
-    _index_like(job, new)
+    copy = _copy(job)
+    new = queue.put(copy, unique_key=getattr(job, 'unique_key', None))
+    if new is copy:   # (else a job holding the same unique key)
+        new.retried_from = job
+        _index_like(job, new)
     return new
 
 

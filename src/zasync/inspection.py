@@ -56,6 +56,7 @@ __all__ = ['COUNT_BUDGET', 'OUTCOMES', 'PROBLEM', 'REPR_LIMIT',
            'STATE_NAMES', 'STATS_WINDOW', 'STATUS_LABELS', 'Found',
            'call_text', 'callable_name', 'count_more', 'cut',
            'dispatcher_state', 'find_jobs', 'iter_jobs', 'job_details',
+           'unique_jobs',
            'job_id', 'load_job', 'load_problem', 'locate', 'matches',
            'outcome', 'parse_states', 'stats_info', 'status_info', 'when']
 
@@ -661,6 +662,7 @@ def status_info(root, now):
                 'agents': agents})
         result.append({'name': queue_name, 'pending': len(queue),
                        'due_later': _due_later(queue, now),
+                       'paused': bool(_safely(lambda: queue.paused, False)),
                        'dispatchers': dispatchers})
     return result
 
@@ -722,6 +724,16 @@ def _in_container(root, job):
     if container is None or not hasattr(container, 'get'):
         return False
     return _safely(lambda: container.get(str(job_id(job))) is job, False)
+
+
+def unique_jobs(root, key):
+    """``Found`` for the job of each queue that holds the unique ``key``
+    (looked up in the queues' indexes: it has not completed)."""
+    for queue_name, queue in _queues(root):
+        finder = getattr(queue, 'uniqueJob', None)
+        job = _safely(lambda: finder(key)) if finder is not None else None
+        if job is not None:
+            yield locate(job, root)
 
 
 def locate(job, root, view=None):

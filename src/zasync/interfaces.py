@@ -338,6 +338,12 @@ class IJob(IAbstractJob):
         'Logging level for failures (None means logging.ERROR).')
     timeout = zope.interface.Attribute(
         'Seconds the callable may run (zasync), or None: no limit.')
+    priority = zope.interface.Attribute(
+        'Claimed before due jobs of lower priority, -100 to 100 (zasync).')
+    unique_key = zope.interface.Attribute(
+        'The unique key the job was put with (zasync), or None.')
+    retried_from = zope.interface.Attribute(
+        'The failed job this one retries (zasync), or None.')
     cancel_requested = zope.interface.Attribute(
         'None, or the CancelRequest of a running job that was cancelled '
         '(zasync): its reason, principal and time.')
@@ -434,10 +440,26 @@ class IQueue(zope.interface.Interface):
     quotas = zope.interface.Attribute('IQuotas')
     dispatchers = zope.interface.Attribute('IDispatchers')
 
+    paused = zope.interface.Attribute(
+        'Whether no dispatcher claims jobs from the queue (zasync).')
+
     def put(item, begin_after=None, begin_by=None, failure_log_level=None,
-            retry_policy_factory=None, timeout=None):
+            retry_policy_factory=None, timeout=None, priority=None,
+            unique_key=None):
         """Add a job (or something adaptable to IJob); return the job.
-        ``timeout``: at most that many seconds of running."""
+        ``timeout``: at most that many seconds of running; ``priority``:
+        -100 to 100, higher first among due jobs; ``unique_key``: while a
+        job put with that key has not completed, return it instead."""
+
+    def uniqueJob(key):
+        """The job put with the unique ``key`` that has not completed, or
+        None (zasync)."""
+
+    def pause():
+        """Stop the dispatchers claiming jobs from this queue (zasync)."""
+
+    def resume():
+        """Let the dispatchers claim jobs again (zasync)."""
 
     def putBack(item):
         """Put a rescheduled or interrupted job first in line."""
@@ -536,8 +558,12 @@ class ICompletedCollection(zope.interface.Interface):
 class IJobManager(zope.interface.Interface):
     """Puts jobs in the default queue and keeps them findable by id."""
 
-    def put(job, site=None, timeout=None):
+    def put(job, site=None, timeout=None, priority=None, unique_key=None):
         """Queue ``job`` in the caller's transaction; return its id."""
+
+    def retry(job_id, site=None):
+        """Put a new job making the call of the failed job ``job_id``;
+        return the new job's id."""
 
     def get(job_id, site=None):
         """The job with ``job_id``, or None."""

@@ -27,6 +27,7 @@ from zope.traversing.interfaces import TraversalError
 
 from zasync import interfaces
 from zasync import local as zlocal
+from zasync.actions import retry_job
 from zasync import utils
 from zasync import z3
 from zasync.queue import getDefaultQueue
@@ -203,9 +204,12 @@ class JobManager(grok.GlobalUtility):
                 '<zasync:jobs /> (or zasync.manager.job_container_installer)')
         return container
 
-    def put(self, job, site=None, timeout=None):
+    def put(self, job, site=None, timeout=None, priority=None,
+            unique_key=None):
         """Queue ``job`` in the caller's transaction; return its id.
-        ``timeout``: at most that many seconds of running (``Job.timeout``).
+        ``timeout``: at most that many seconds of running (``Job.timeout``);
+        ``priority`` and ``unique_key``: as for ``Queue.put`` (with a
+        unique key that is taken, the id of the job that has it).
 
         Nothing is committed: the job is queued if, and only if, the
         caller's transaction commits.  ``job`` is a job or a callable; it
@@ -219,10 +223,26 @@ class JobManager(grok.GlobalUtility):
         if queue is None:
             queue = getDefaultQueue(site)
         job = z3.secure(job, site if ISite.providedBy(site) else None)
-        job = queue.put(job, timeout=timeout)
+        job = queue.put(job, timeout=timeout, priority=priority,
+                        unique_key=unique_key)
         job_id = get_job_id(job)
         container[job_id] = job
         return job_id
+
+    def retry(self, job_id, site=None):
+        """Put a new job making the call of the failed job ``job_id`` (same
+        callable, arguments, queue, quotas, priority, timeout, site and
+        principals; ``retried_from`` is the failed job), in the caller's
+        transaction; return its id.  ``LookupError`` for an unknown id,
+        ``ValueError`` for a job that did not fail."""
+        site = self._get_site(site)
+        job = self.get(job_id, site)
+        if job is None:
+            raise LookupError('no job %s' % (job_id,))
+        queue = job.queue   # (a job failed before it ran is in none)
+        if queue is None:
+            queue = interfaces.IQueue(site, None) or getDefaultQueue(site)
+        return get_job_id(retry_job(job, queue))
 
     def get(self, job_id, site=None):
         """The job with ``job_id``, or None."""

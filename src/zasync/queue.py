@@ -98,6 +98,7 @@ class Queue(utils.Base):
         self.dispatchers.parent = self
         self.cancellations = BTrees.Length.Length()
         self._levels = BTrees.OOBTree.OOBTree()
+        self._level_puts = BTrees.Length.Length()
         self._unique = BTrees.OOBTree.OOBTree()
 
     def __repr__(self):
@@ -189,6 +190,11 @@ class Queue(utils.Base):
     # -- priorities ----------------------------------------------------------
 
     _levels = None   # OOBTree: priority -> PendingJobs, for priorities != 0
+    #: counts the puts into ``_levels`` (a ``BTrees.Length``: puts do not
+    #: conflict on it): the dispatchers watch it, as they watch the store of
+    #: priority 0, so that a put into a level made after their last poll
+    #: wakes them too
+    _level_puts = None
 
     def _stores(self):
         return Levels(self._pending, self._levels)
@@ -204,11 +210,14 @@ class Queue(utils.Base):
             return self._pending
         if self._levels is None:
             self._levels = BTrees.OOBTree.OOBTree()
+        if self._level_puts is None:
+            self._level_puts = BTrees.Length.Length()
         store = self._levels.get(priority)
         if store is None:
             store = self._levels[priority] = PendingJobs()
             if self._p_jar is not None:
                 self._p_jar.add(store)
+        self._level_puts.change(1)
         return store
 
     # -- unique keys ---------------------------------------------------------

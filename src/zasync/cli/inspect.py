@@ -60,6 +60,12 @@ def limit(text):
     return value
 
 
+def unique_key(text):
+    if not text:
+        raise argparse.ArgumentTypeError('a unique key is a non-empty text')
+    return text
+
+
 def configure_status(parser):
     _database_options(parser)
 
@@ -80,6 +86,10 @@ def configure_jobs(parser):
     parser.add_argument('--limit', type=limit, default=100,
                         help='show at most this many jobs (default 100; 0: '
                              'all)')
+    parser.add_argument(
+        '--unique-key', metavar='KEY', type=unique_key,
+        help='only the job that holds the unique key KEY (a job put with '
+             'unique_key=KEY that has not completed)')
 
 
 def configure_job(parser):
@@ -137,6 +147,9 @@ def status(args):
         head = 'queue %r: %d pending' % (queue['name'], queue['pending'])
         if queue['due_later']:
             head += ' (%d due later)' % queue['due_later']
+        if queue.get('paused'):
+            head += '; PAUSED (zasync resume starts it again)'
+
         rows = []
         for da in queue['dispatchers']:
             last_ping = da['last_ping'] and datetime.datetime.fromisoformat(
@@ -199,7 +212,11 @@ def jobs(args):
         raise UsageError(str(e))
     with ReadOnlyDatabase(args) as database:
         database.queues()
-        candidates = inspection.iter_jobs(database.root)
+        if args.unique_key is not None:
+            candidates = inspection.unique_jobs(database.root,
+                                                args.unique_key)
+        else:
+            candidates = inspection.iter_jobs(database.root)
         selected = (found for found in candidates
                     if inspection.matches(found, states, args.callable))
 

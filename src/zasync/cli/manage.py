@@ -16,6 +16,14 @@ operator's hand on stuck work.
   commits, and nothing it wrote commits.  With ``--wait``, the command
   waits until the job has completed (exit status 1 if it has not by then).
 
+- ``retry ID``: a failed job's call is put again, as a new job (same
+  callable, arguments, queue, quotas, priority and timeout; its
+  ``retried_from`` is the failed job); prints the new job's id.
+- ``pause [QUEUE]`` / ``resume [QUEUE]``: no dispatcher claims jobs from
+  the queue (default: the default queue, ``''``) while it is paused; puts
+  go on, and the running jobs finish.  Resuming wakes the dispatchers at
+  once.
+
 Each prints one line; an error is one line and a non-zero exit status.
 These commands write to the database (in one transaction, retried on a
 conflict); they never run job code themselves.  Only ``cancel`` touches
@@ -35,7 +43,8 @@ from zasync.cli.common import open_uri
 from zasync.cli.common import positive_seconds
 from zasync.unloadable import job_id
 
-__all__ = ['add_commands', 'cancel', 'fail', 'remove', 'requeue']
+__all__ = ['add_commands', 'cancel', 'fail', 'pause', 'remove', 'requeue',
+           'resume', 'retry']
 
 ATTEMPTS = 5
 
@@ -113,6 +122,47 @@ def _cancel(queue, job, args):
             'CancelledError' % (args.id,))
 
 
+def _retry(queue, job, args):
+    from zasync.actions import retry_job
+    try:
+        new = retry_job(job)
+    except ValueError as e:
+        raise UsageError(str(e))
+    if new.retried_from is not job:
+        return ('job %s: not retried: job %d holds its unique key %r'
+                % (args.id, job_id(new), new.unique_key))
+    return 'job %s: retried as job %d in queue %r' % (
+        args.id, job_id(new), new.queue.name)
+
+
+def find_queue(root, name):
+    """``(queue, None)`` for the queue ``name``; ``UsageError`` if there is
+    none."""
+    queues = root.get(interfaces.KEY)
+    if queues is None:
+        raise UsageError('no zasync queues in this database')
+    queue = queues.get(name)
+    if queue is None:
+        raise UsageError('no queue %r (there are: %s)' % (
+            name, ', '.join(repr(n) for n in sorted(queues)) or 'none'))
+    return queue, None
+
+
+def _pause(queue, ignored, args):
+    if queue.paused:
+        return 'queue %r: paused already' % (queue.name,)
+    queue.pause()
+    return ('queue %r: paused (%d pending; no job starts until zasync '
+            'resume)' % (queue.name, len(queue)))
+
+
+def _resume(queue, ignored, args):
+    if not queue.paused:
+        return 'queue %r: not paused' % (queue.name,)
+    queue.resume()
+    return 'queue %r: resumed (%d pending)' % (queue.name, len(queue))
+
+
 def _fail(queue, job, args):
     wrapper = queue.failJob(job, args.reason)
     return ('job %s: out of queue %r; job %d fails it with AbortedError(%r)'
@@ -183,6 +233,20 @@ def cancel(args):
     return _act(args, _cancel, finder=find_any)
 
 
+def retry(args):
+    return _act(args, _retry, finder=find_any)
+
+
+def pause(args):
+    args.id = args.queue
+    return _act(args, _pause, finder=find_queue)
+
+
+def resume(args):
+    args.id = args.queue
+    return _act(args, _resume, finder=find_queue)
+
+
 def fail(args):
     return _act(args, _fail)
 
@@ -199,6 +263,11 @@ COMMANDS = [
     ('cancel', cancel,
      'cancel a job: a pending one never runs, a running one is stopped '
      'and nothing it wrote commits'),
+    ('retry', retry,
+     "put a failed job's call again, as a new job; prints its id"),
+    ('pause', pause,
+     'pause a queue: jobs may be put, none starts until it is resumed'),
+    ('resume', resume, 'resume a paused queue'),
     ('fail', fail, 'fail a pending or held job (its callbacks run)'),
     ('remove', remove, 'remove a pending or held job from its queue'),
     ('requeue', requeue,
@@ -207,7 +276,8 @@ COMMANDS = [
 
 
 def add_commands(subparsers):
-    """Register ``zasync cancel``, ``fail``, ``remove`` and ``requeue``."""
+    """Register ``zasync cancel``, ``retry``, ``pause``, ``resume``, ``fail``,
+    ``remove`` and ``requeue``."""
     for name, func, help in COMMANDS:
         parser = subparsers.add_parser(name, help=help, description=help)
         parser.add_argument(
@@ -215,8 +285,13 @@ def add_commands(subparsers):
             help='the database, as a zodburi URI (file://, zeo://, '
                  'postgres://...); a file:// database must not be in use '
                  'by a worker (FileStorage allows one writer)')
-        parser.add_argument('id', help='the job id (what "zasync jobs" '
-                                       'shows)')
+        if name in ('pause', 'resume'):
+            parser.add_argument('queue', nargs='?', default='',
+                                help="the queue's name (default: the "
+                                     "default queue, '')")
+        else:
+            parser.add_argument('id', help='the job id (what "zasync jobs" '
+                                           'shows)')
         if name == 'fail':
             parser.add_argument('--reason', required=True,
                                 help='why (recorded in the failure)')

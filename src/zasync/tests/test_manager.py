@@ -196,6 +196,29 @@ class ManagerTests(Base):
         self.assertIn('cancelled by zope.alice at ',
                       str(request.error()))
 
+    def test_retry_a_failed_job(self):
+        self.single()
+        tm = self.conn.transaction_manager
+        job_id = self.manager.put(zasync.job.Job(double, 3), self.site,
+                                  priority=2, unique_key='triple')
+        tm.commit()
+        self.assertEqual(self.manager.put(zasync.job.Job(double, 4),
+                                          self.site, unique_key='triple'),
+                         job_id)
+        with self.assertRaises(ValueError):   # (it has not failed)
+            self.manager.retry(job_id, self.site)
+        job = self.manager.get(job_id, self.site)
+        job.fail(RuntimeError('the printer is out of paper'))
+        new_id = self.manager.retry(job_id, self.site)
+        new = self.manager.get(new_id, self.site)
+        self.assertNotEqual(new_id, job_id)
+        self.assertIs(new.retried_from, job)
+        self.assertEqual((new.priority, new.unique_key, list(new.args)),
+                         (2, 'triple', [3]))
+        self.assertEqual(new.status, interfaces.PENDING)
+        with self.assertRaises(LookupError):
+            self.manager.retry('4242', self.site)
+
     def test_put_never_commits(self):
         self.single()
         tm = self.conn.transaction_manager
