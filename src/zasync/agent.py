@@ -17,7 +17,8 @@ from zasync import utils
 from zasync._resolving import ResolvingMap
 from zasync.job import check_timeout
 
-__all__ = ['addMainAgentActivationHandler', 'Agent', 'CompletedCollection']
+__all__ = ['addMainAgentActivationHandler', 'Agent', 'check_period',
+           'CompletedCollection']
 
 
 # --------------------------------------------------------------------------
@@ -92,6 +93,29 @@ class CompletedCollection(persistent.Persistent):
         self.prune(now)
         return len(items)
 
+    def older(self, before, after_key=None, limit=None):
+        """``(key, job)`` of the archived jobs completed before
+        ``before`` (an aware datetime), newest first, starting after the
+        key ``after_key``, at most ``limit`` of them (the inbox is left
+        out: ``archive`` first)."""
+        low = utils.dt_to_long(utils.to_utc(before, 'before')) + 16
+        if after_key is not None:
+            low = max(low, after_key + 1)
+        items = self._data.items(min=low)
+        result = []
+        for key, job in items:
+            if limit is not None and len(result) >= limit:
+                break
+            result.append((key, job))
+        return result
+
+    def discard(self, key):
+        """Forget the archived job stored under ``key`` (see ``older``);
+        return it (``KeyError`` if there is none)."""
+        job = self._data.pop(key)
+        self._length.change(-1)
+        return job
+
     def prune(self, now=None):
         """Drop jobs completed more than ``period`` before ``now``."""
         if now is None:
@@ -148,6 +172,26 @@ class CompletedCollection(persistent.Persistent):
         return job
 
 
+def check_period(value):
+    """How long completed jobs are kept: None (the default, a week), a
+    ``timedelta`` or seconds, more than 0; ``ValueError`` otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime.timedelta):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError('completed_period is a timedelta or seconds, '
+                             'not %r' % (value,))
+        try:
+            value = datetime.timedelta(seconds=value)
+        except (OverflowError, ValueError):
+            raise ValueError('completed_period %r is out of range'
+                             % (value,)) from None
+    if value <= datetime.timedelta(0):
+        raise ValueError('completed_period must be more than 0, not %r'
+                         % (value,))
+    return value
+
+
 # --------------------------------------------------------------------------
 # The agent
 
@@ -159,6 +203,10 @@ class Agent(utils.Base):
 
     The held jobs live in a conflict-resolving map: claiming a job and
     completing another one in different transactions merge.
+
+    ``completed_period`` (a ``timedelta`` or seconds; default a week) is
+    how long ``completed`` keeps the jobs completed here (its ``period``,
+    which may be changed later too).
     """
 
     name = None
@@ -169,7 +217,8 @@ class Agent(utils.Base):
     #: None: no limit); a job's own ``timeout`` comes first
     timeout = None
 
-    def __init__(self, chooser=None, filter=None, size=3, timeout=None):
+    def __init__(self, chooser=None, filter=None, size=3, timeout=None,
+                 completed_period=None):
         if chooser is not None and filter is not None:
             raise ValueError('cannot set both chooser and filter to non-None')
         self._data = ResolvingMap()
@@ -178,7 +227,8 @@ class Agent(utils.Base):
             self.timeout = check_timeout(timeout)
         self.filter = filter
         self.chooser = chooser
-        self.completed = CompletedCollection()
+        self.completed = CompletedCollection(
+            check_period(completed_period))
         self.completed.__parent__ = self
 
     def __repr__(self):

@@ -38,6 +38,7 @@ from zasync import dispatcher as dispatcher_module
 from zasync import interfaces
 from zasync import utils
 from zasync.agent import Agent
+from zasync.agent import check_period
 from zasync.queue import install_queues
 
 __all__ = ['DEFAULT_AGENT', 'DEFAULT_GRACE', 'DEFAULT_POLL_INTERVAL',
@@ -113,16 +114,18 @@ class WorkerDispatcher(dispatcher_module.Dispatcher):
 class RecordSettings:
     """On activation of our record in a queue: the agents of the command
     line (added, resized; others removed -- they are empty right after
-    activation), their default job timeout, and the ping / death
-    intervals."""
+    activation), their default job timeout, how long they keep completed
+    jobs (``keep_completed``, seconds; None: as they are), and the ping /
+    death intervals."""
 
     def __init__(self, uuid, agents, ping_interval=None, death_interval=None,
-                 job_timeout=None):
+                 job_timeout=None, keep_completed=None):
         self.uuid = uuid
         self.agents = list(agents)
         self.ping_interval = ping_interval
         self.death_interval = death_interval
         self.job_timeout = job_timeout
+        self.keep_completed = check_period(keep_completed)
 
     def __call__(self, event):
         da = event.object
@@ -154,6 +157,11 @@ class RecordSettings:
             agent = da[name]
             if agent.timeout != self.job_timeout:
                 agent.timeout = self.job_timeout
+            keep = self.keep_completed
+            if keep is not None and agent.completed.period != keep:
+                agent.completed.period = keep
+                log.info('agent %r of queue %r keeps completed jobs for %s',
+                         name, queue_name, keep)
 
 
 # --------------------------------------------------------------------------
@@ -167,20 +175,23 @@ class Worker:
     ``progress(done, total, text)``, if given, is told how the grace period
     goes (seconds gone of the grace), and ``text`` None when it ends: the
     command draws a progress bar with it.  ``job_timeout`` (seconds) is
-    the default ``timeout`` of the jobs its agents run.
+    the default ``timeout`` of the jobs its agents run;
+    ``keep_completed`` (seconds or a ``timedelta``) how long they keep
+    completed jobs.
     """
 
     def __init__(self, db, uuid, agents=(DEFAULT_AGENT,),
                  poll_interval=DEFAULT_POLL_INTERVAL, ping_interval=None,
                  death_interval=None, grace=DEFAULT_GRACE, reactor=None,
-                 progress=None, job_timeout=None):
+                 progress=None, job_timeout=None, keep_completed=None):
         self.db = db
         self.uuid = uuid
         self.agents = list(agents)
         self.poll_interval = poll_interval
         self.grace = grace
         self.settings = RecordSettings(uuid, self.agents, ping_interval,
-                                       death_interval, job_timeout)
+                                       death_interval, job_timeout,
+                                       keep_completed)
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor

@@ -17,6 +17,7 @@ from zasync.cli import demo
 from zasync.cli import inspect
 from zasync.cli import manage
 from zasync.cli import migrate
+from zasync.cli import purge
 from zasync.cli import web
 from zasync.cli import worker
 from zasync.cli.common import ArgumentParser
@@ -25,7 +26,8 @@ from zasync.cli.common import UsageError
 __all__ = ['COMMANDS', 'UsageError', 'build_parser', 'main']
 
 COMMANDS = [demo.add_commands, worker.add_commands, inspect.add_commands,
-            manage.add_commands, web.add_commands, migrate.add_commands]
+            manage.add_commands, web.add_commands, migrate.add_commands,
+            purge.add_commands]
 
 
 def build_parser():

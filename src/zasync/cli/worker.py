@@ -23,6 +23,7 @@ from zasync.cli.common import positive_seconds
 from zasync.cli.common import seconds
 from zasync.cli.common import uuid_from_file
 from zasync.cli.output import Bar
+from zasync.cli.purge import duration_argument
 from zasync.queue import DispatcherAgents
 from zasync.worker import DEFAULT_AGENT
 from zasync.worker import DEFAULT_GRACE
@@ -133,6 +134,12 @@ def configure_parser(parser):
              'JobTimeoutError, nothing it wrote committed (the default of '
              'jobs without a timeout of their own; default: no limit)')
     parser.add_argument(
+        '--keep-completed', type=duration_argument, metavar='DURATION',
+        help='how long this worker\'s agents keep completed jobs: seconds, '
+             'or with s, m, h or d (90, 15m, 12h, 2d); default: as their '
+             'records say (a week for new agents); older ones go at the '
+             'next archiving (zasync purge removes them at once)')
+    parser.add_argument(
         '--metrics-listen', type=web.listen_address, metavar='HOST:PORT',
         help='serve Prometheus metrics at http://HOST:PORT/metrics (e.g. '
              '127.0.0.1:9100; needs the web extra)')
@@ -230,6 +237,7 @@ def run(args):
                     ping_interval=args.ping_interval,
                     death_interval=args.death_interval, grace=args.grace,
                     job_timeout=args.job_timeout,
+                    keep_completed=args.keep_completed,
                     progress=Bar(sys.stderr))
     metrics = None
     if args.metrics_listen:
