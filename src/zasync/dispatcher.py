@@ -24,6 +24,7 @@ import ZODB.utils
 
 from zasync import instanceuuid
 from zasync import interfaces
+from zasync import schedule
 from zasync import utils
 from zasync import wakeup
 from zasync.failure import Failure
@@ -235,6 +236,7 @@ class Dispatcher:
         self._cancel_oids = frozenset()    # queues and their cancellations
         self._cancel_check_pending = False
         self._pool_size_added = 0
+        self.slot_timer = schedule.SlotTimer(self)   # periodic jobs
 
     def __repr__(self):
         return '<zasync.dispatcher.Dispatcher %s>' % (self.UUID,)
@@ -292,6 +294,7 @@ class Dispatcher:
         try:
             self.watcher.stop()
             self._cancel_next_poll()
+            self.slot_timer.cancel()
             # Always a fresh connection: the poll connection may be in use
             # or, in threaded mode, long closed (zc.async used a closed one).
             conn = self.db.open(
@@ -439,6 +442,8 @@ class Dispatcher:
                     if da is not None and da._p_oid is not None:
                         records.update(_direct_oids(da))
                     cancels.update(_cancel_oids(queue))
+                    # schedules added or removed: poll now
+                    records.update(schedule.schedule_oids(queue))
                 for name in list(self.queues):
                     if name not in seen:
                         self._retire_pools(name, None)
@@ -468,6 +473,7 @@ class Dispatcher:
             return
         _quietly(queue.retryUnloadable,
                  'retrying the jobs held in queue %r' % (name,), tm)
+        self.slot_timer.poll(conn, queue)   # (the due periodic jobs)
         agents_info = poll_info[name] = {}
         pools = self.queues.setdefault(name, {})
         da = queue.dispatchers[self.UUID]

@@ -36,6 +36,7 @@ from zasync.job import check_failure_log_level
 from zasync.job import check_retry_policy_factory
 from zasync.job import check_timeout
 from zasync.job import load_problem
+from zasync.schedule import Schedules
 from zasync.unloadable import UnloadableJobs
 from zasync.unloadable import job_id
 from zasync.utils import events_log
@@ -549,6 +550,26 @@ class Queue(utils.Base):
         wrapper.begin_after = now
         wrapper.assignerUUID = instanceuuid.current()
         return wrapper
+
+    # -- periodic jobs (zasync.schedule) -----------------------------------
+
+    _schedules = None
+
+    @property
+    def schedules(self):
+        """This queue's periodic jobs (``zasync.schedule.Schedules``:
+        ``add(name, Schedule(...))``, ``remove(name)``); made on first use
+        (queues made before zasync 0.1 have none)."""
+        if self._schedules is None:
+            self._schedules = Schedules()
+            self._schedules.parent = self
+            self._adopt(self._schedules)
+        return self._schedules
+
+    def findSchedules(self):
+        """``schedules`` if this queue has them, else None (reading writes
+        nothing)."""
+        return self._schedules
 
     # -- reading -----------------------------------------------------------
 
