@@ -58,7 +58,8 @@ __all__ = ['COUNT_BUDGET', 'OUTCOMES', 'PROBLEM', 'REPR_LIMIT',
            'dispatcher_state', 'find_jobs', 'iter_jobs', 'job_details',
            'unique_jobs',
            'job_id', 'load_job', 'load_problem', 'locate', 'matches',
-           'outcome', 'parse_states', 'stats_info', 'status_info', 'when']
+           'outcome', 'parse_states', 'SCHEDULES_LIMIT', 'schedules_info',
+           'stats_info', 'status_info', 'when']
 
 STATE_NAMES = {
     'new': interfaces.NEW, 'pending': interfaces.PENDING,
@@ -663,7 +664,39 @@ def status_info(root, now):
         result.append({'name': queue_name, 'pending': len(queue),
                        'due_later': _due_later(queue, now),
                        'paused': bool(_safely(lambda: queue.paused, False)),
-                       'dispatchers': dispatchers})
+                       'dispatchers': dispatchers,
+                       'schedules': schedules_info(queue)})
+    return result
+
+
+#: ``schedules_info`` describes at most this many schedules of a queue
+SCHEDULES_LIMIT = 100
+
+
+def schedules_info(queue, limit=SCHEDULES_LIMIT):
+    """The periodic jobs of ``queue`` (``zasync.schedule``), at most
+    ``limit``, by name: what and when, the slot of the last job put (and
+    when it was put, its id), the next slot, how many jobs were put, the
+    last error.  Reads the schedules only (``Queue.findSchedules``)."""
+    find = getattr(queue, 'findSchedules', None)
+    schedules = _safely(find) if find is not None else None
+    if schedules is None:
+        return []
+    result = []
+    for name, schedule in _safely(lambda: list(
+            schedules.items()[:limit]), []):
+        last_job = _safely(lambda: schedule.last_job)
+        result.append({
+            'name': name,
+            'callable': _safely(lambda: schedule.callable_name, '?'),
+            'when': _safely(schedule.describe, '?'),
+            'catch_up': _safely(lambda: schedule.catch_up, '?'),
+            'last_run': when(_safely(lambda: schedule.last_slot)),
+            'last_put': when(_safely(lambda: schedule.last_put)),
+            'last_job': job_id(last_job) if last_job is not None else None,
+            'next_run': when(_safely(lambda: schedule.next_slot)),
+            'jobs_put': _safely(lambda: schedule.jobs_put, 0),
+            'last_error': _safely(lambda: schedule.last_error)})
     return result
 
 

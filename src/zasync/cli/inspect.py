@@ -173,9 +173,36 @@ def status(args):
                 ('intervals', 'PING/DEATH'), ('agents', 'AGENTS (JOBS/SIZE)')])
         else:
             body = 'no dispatcher has served this queue yet'
+        if queue.get('schedules'):
+            body += '\n' + _schedules_table(queue['schedules'])
         blocks.append(head + '\n' + body)
     print('\n\n'.join(blocks) if blocks else 'no queues')
     return 0
+
+
+def _schedules_table(schedules):
+    """The periodic jobs of a queue (``inspection.schedules_info``)."""
+    rows = []
+    for info in schedules:
+        last = info['last_run'] and datetime.datetime.fromisoformat(
+            info['last_run'])
+        following = info['next_run'] and datetime.datetime.fromisoformat(
+            info['next_run'])
+        rows.append({
+            'name': info['name'], 'callable': info['callable'],
+            'when': info['when'], 'catch_up': info['catch_up'],
+            'last': ('%s (job %s)' % (short_time(last), info['last_job'])
+                     if last else 'never'),
+            'next': short_time(following) if following else '-',
+            'jobs': info['jobs_put'],
+            'error': info['last_error']})
+    columns = [('name', 'SCHEDULE'), ('callable', 'CALLABLE'),
+               ('when', 'WHEN'), ('catch_up', 'CATCH-UP'),
+               ('last', 'LAST RUN (UTC)'), ('next', 'NEXT RUN (UTC)'),
+               ('jobs', 'JOBS')]
+    if any(row['error'] for row in rows):
+        columns.append(('error', 'LAST ERROR'))
+    return table(rows, columns)
 
 
 # --------------------------------------------------------------------------
