@@ -48,6 +48,7 @@ LAYERS['poison.rst'] = WorkersLayer
 LAYERS['control.rst'] = WorkersLayer
 LAYERS['migration.rst'] = WorkersLayer  # its own ZEO server and worker
 LAYERS['deployment.rst'] = ScaleOutLayer    # ZEO and PostgreSQL
+LAYERS['periodic.rst'] = WorkersLayer   # two worker processes on ZEO
 
 
 def module_name(test):
