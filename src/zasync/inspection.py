@@ -56,7 +56,7 @@ __all__ = ['COUNT_BUDGET', 'OUTCOMES', 'PROBLEM', 'REPR_LIMIT',
            'STATE_NAMES', 'STATS_WINDOW', 'STATUS_LABELS', 'Found',
            'call_text', 'callable_name', 'count_more', 'cut',
            'dispatcher_state', 'find_jobs', 'iter_jobs', 'job_details',
-           'unique_jobs',
+           'stopped', 'STOPPED', 'unique_jobs',
            'job_id', 'load_job', 'load_problem', 'locate', 'matches',
            'outcome', 'parse_states', 'SCHEDULES_LIMIT', 'schedules_info',
            'stats_info', 'status_info', 'when']
@@ -68,6 +68,8 @@ STATE_NAMES = {
 }
 #: states a job's *outcome* adds to its status
 OUTCOMES = ('succeeded', 'failed')
+#: failures of jobs stopped from outside (also ``failed``)
+STOPPED = ('cancelled', 'timed-out')
 #: the state of jobs that cannot be loaded or run (see ``load_problem``)
 PROBLEM = 'broken'
 #: the status shown for a job that cannot be loaded at all
@@ -291,6 +293,20 @@ def outcome(job):
     return 'failed' if isinstance(job.result, Failure) else 'succeeded'
 
 
+def stopped(job):
+    """``'cancelled'`` / ``'timed-out'`` for a job that failed because it
+    was cancelled or timed out, else None."""
+    result = job.result
+    if job.status not in (interfaces.CALLBACKS, interfaces.COMPLETED) or (
+            not isinstance(result, Failure)):
+        return None
+    if result.check(interfaces.CancelledError):
+        return 'cancelled'
+    if result.check(interfaces.JobTimeoutError):
+        return 'timed-out'
+    return None
+
+
 def _result_summary(job):
     result = job.result
     if job.status not in (interfaces.CALLBACKS, interfaces.COMPLETED):
@@ -371,10 +387,12 @@ class Found:
             'begin_after': None, 'started': None, 'ended': None,
             'result': '',
             'problem': self.problem,
+            'stopped': None,
         }
         if view is not None:
             info.update({
                 'outcome': _safely(lambda: outcome(view)),
+                'stopped': _safely(lambda: stopped(view)),
                 'callable': callable_name(view),
                 'call': call_text(view, limit),
                 'begin_after': _safely(lambda: when(view.begin_after)),
@@ -506,7 +524,9 @@ def iter_jobs(root):
         # An interrupted job hangs under the wrapper that will handle it.
         inner = _inner_job(job)
         if inner is not None:
-            yield from visit(inner, found.queue, 'interrupted')
+            done = _safely(lambda: inner.status) == interfaces.COMPLETED
+            yield from visit(inner, found.queue,
+                             'completed' if done else 'interrupted')
 
     queues = _queues(root)
     for queue_name, queue in queues:
@@ -597,6 +617,8 @@ def matches(found, states, glob):
         if not (found.status in states
                 or (view is not None
                     and _safely(lambda: outcome(view)) in states)
+                or (view is not None
+                    and _safely(lambda: stopped(view)) in states)
                 or (PROBLEM in states and found.problem)):
             return False
     if glob:
@@ -612,11 +634,13 @@ def parse_states(text):
     if not text:
         return None
     states = {s.strip().lower() for s in text.split(',') if s.strip()}
-    unknown = states - set(STATE_NAMES) - set(OUTCOMES) - {PROBLEM}
+    unknown = (states - set(STATE_NAMES) - set(OUTCOMES) - set(STOPPED)
+               - {PROBLEM})
     if unknown:
         raise ValueError('unknown state %s (choose from %s)' % (
             ', '.join(sorted(unknown)),
-            ', '.join(list(STATE_NAMES) + list(OUTCOMES) + [PROBLEM])))
+            ', '.join(list(STATE_NAMES) + list(OUTCOMES) + list(STOPPED)
+                      + [PROBLEM])))
     return states
 
 
@@ -790,7 +814,9 @@ def locate(job, root, view=None):
         return Found(job, queue_name, 'completed', uuid, agent.name)
     if interfaces.IJob.providedBy(parent) and _inner_job(parent) is job:
         wrapper = locate(parent, root)
-        return Found(job, wrapper.queue, 'interrupted')
+        done = _safely(lambda: view.status) == interfaces.COMPLETED
+        return Found(job, wrapper.queue,
+                     'completed' if done else 'interrupted')
     queue_name = _queue_name(view) if view is not None else None
     if _in_container(root, job):
         return Found(job, queue_name, 'job container')

@@ -78,7 +78,8 @@ def configure_jobs(parser):
              'outcomes %s, or %s (jobs that cannot be loaded or run: their '
              'class, callable or an argument\'s class cannot be imported)'
              % (', '.join(inspection.STATE_NAMES),
-                ', '.join(inspection.OUTCOMES), inspection.PROBLEM))
+                ', '.join(inspection.OUTCOMES + inspection.STOPPED),
+                inspection.PROBLEM))
     parser.add_argument(
         '--callable', metavar='GLOB',
         help='only jobs whose callable\'s dotted name matches GLOB, e.g. '
@@ -309,7 +310,9 @@ def job(args):
     line('job', info['id'])
     line('call', info['call'])
     line('status', info['status'] + (
-        ' (%s)' % info['outcome'] if info['outcome'] else ''))
+        ' (%s)' % info['outcome'] if info['outcome'] else '') + (
+        ': %s' % info['stopped'].replace('-', ' ') if info.get('stopped')
+        else ''))
     line('queue', repr(info['queue']) if info['queue'] is not None else None)
     line('where', info['where'] + (
         ' in agent %r of dispatcher %s' % (info['agent'], info['dispatcher'])
