@@ -40,6 +40,7 @@ name), ``SLOT_ANNOTATION`` (its slot, an aware UTC datetime) and
 ``MISSED_ANNOTATION`` (how many earlier slots it stands for).  See
 ``docs/periodic.rst``.
 """
+import builtins
 import datetime
 import importlib
 import types
@@ -68,8 +69,8 @@ __all__ = ['CATCH_UP', 'DEFAULT_GRACE', 'MAX_JOBS_AT_ONCE',
 CATCH_UP = ('once', 'all', 'skip')
 
 #: with ``catch_up='skip'``: a slot at most this old is late, not missed
-#: (an interval schedule uses its interval when that is shorter)
-DEFAULT_GRACE = datetime.timedelta(seconds=60)
+#: (an interval schedule uses half its interval when that is shorter)
+DEFAULT_GRACE = datetime.timedelta(seconds=30)
 
 #: ``catch_up='all'`` puts at most this many jobs of one schedule in one
 #: transaction (the next call puts the next ones)
@@ -267,8 +268,8 @@ class Schedule(persistent.Persistent):
         utils.check_begin_by(begin_by)
         check_failure_log_level(failure_log_level)
         if retry_policy_factory is not None and not isinstance(
-                retry_policy_factory, str) and not callable(
-                    retry_policy_factory):
+                retry_policy_factory, str) and not builtins.callable(
+                    retry_policy_factory):   # (``callable`` is the job's)
             raise ValueError('retry_policy_factory must be a callable or the '
                              'name of a registered IRetryPolicy adapter, not '
                              '%r' % (retry_policy_factory,))
@@ -339,7 +340,7 @@ class Schedule(persistent.Persistent):
         if self.grace is not None:
             return self.grace
         if self.interval is not None:
-            return min(DEFAULT_GRACE, self.interval)
+            return min(DEFAULT_GRACE, self.interval / 2)
         return DEFAULT_GRACE
 
     def _due(self, now):
