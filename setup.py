@@ -68,6 +68,12 @@ MIGRATE_REQUIRE = [
     'zodbpickle >= 3.0',
 ]
 
+# benchmarks/bench_peers.py: zasync beside Huey on SQLite (not needed by the
+# tests, so not in ``test``).
+BENCH_REQUIRE = [
+    'huey >= 3.0',
+]
+
 # The dashboard, JSON API and Prometheus metrics: ``zasync web``,
 # ``zasync worker --metrics-listen``, browser.zcml (zasync.web).
 WEB_REQUIRE = [
@@ -141,6 +147,7 @@ setup(
         'web': WEB_REQUIRE,
         'migrate': MIGRATE_REQUIRE,
         'test': TESTS_REQUIRE,
+        'bench': BENCH_REQUIRE,
     },
     entry_points={
         'console_scripts': [
