@@ -321,6 +321,8 @@ class DispatcherCollector:
                         events.append('failed')
                 if info.get('timed out'):
                     events.append('timed_out')
+                if info.get('cancelled'):
+                    events.append('cancelled')
                 for event in events:
                     if event not in counted:
                         counted.add(event)
@@ -343,7 +345,9 @@ class DispatcherCollector:
                     ('completed', 'Jobs this worker completed'),
                     ('failed', 'Jobs this worker completed with a failure'),
                     ('timed_out', 'Jobs this worker stopped at their '
-                                  'timeout')):
+                                  'timeout'),
+                    ('cancelled', 'Jobs this worker stopped because they '
+                                  'were cancelled')):
                 family = core.CounterMetricFamily(
                     'zasync_worker_jobs_%s' % name, help,
                     labels=['queue', 'agent'])
