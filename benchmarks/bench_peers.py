@@ -30,6 +30,10 @@ What is measured:
   of the producer's connection; Huey: the result is in its result store).
   The producer looks every 5 ms once it has enqueued everything, and checks
   that every result is the right one;
+  With ``--preload``, every job is enqueued first (zasync: 500 per
+  transaction, as ``bench.py`` does; Huey: one call each) and the clock
+  runs from the start of the workers (zasync: the commit that adds the
+  agent; Huey: the consumer's start) to the last result;
 - enqueue jobs/s, with no worker running: ``--jobs`` jobs one per
   transaction (zasync) or call (Huey), and, for zasync, ``--jobs`` jobs in
   transactions of ``--batch`` jobs each;
@@ -107,16 +111,25 @@ def zasync_ready(setup, threads):
     setup.wait(lambda: 'main' in (setup.dispatcher.queues.get('') or {}), 10)
 
 
-def zasync_throughput(directory, count, threads):
+def zasync_throughput(directory, count, threads, preload=False):
     from zasync.job import Job
     setup = Setup('file', directory, 'throughput')
     try:
-        zasync_ready(setup, threads)
         jobs = []
-        start = time.perf_counter()
-        for i in range(count):
-            jobs.append(setup.queue.put(Job(arith, i)))
+        if preload:
+            for i in range(count):
+                jobs.append(setup.queue.put(Job(arith, i)))
+                if i % 500 == 499:
+                    setup.tm.commit()
             setup.tm.commit()
+            start = time.perf_counter()
+            zasync_ready(setup, threads)
+        else:
+            zasync_ready(setup, threads)
+            start = time.perf_counter()
+            for i in range(count):
+                jobs.append(setup.queue.put(Job(arith, i)))
+                setup.tm.commit()
         zasync_wait_all(setup, jobs, 0.005)
         return count / (time.perf_counter() - start)
     finally:
@@ -233,14 +246,20 @@ def huey_result(result, i):
     return value
 
 
-def huey_throughput(directory, count, threads, delay):
+def huey_throughput(directory, count, threads, delay, preload=False):
     run = HueyRun(directory, 'throughput')
     try:
-        run.start(threads, delay)
         results = []
-        start = time.perf_counter()
-        for i in range(count):
-            results.append(run.task(i))
+        if preload:
+            for i in range(count):
+                results.append(run.task(i))
+            start = time.perf_counter()
+            run.start(threads, delay)
+        else:
+            run.start(threads, delay)
+            start = time.perf_counter()
+            for i in range(count):
+                results.append(run.task(i))
         done = 0
         end = time.monotonic() + 600
         while done < count:
@@ -322,12 +341,16 @@ def describe_tree():
         head = subprocess.run(
             ['git', '-C', root, 'rev-parse', '--short', 'HEAD'],
             capture_output=True, text=True, check=True).stdout.strip()
+        src = subprocess.run(
+            ['git', '-C', root, 'log', '-1', '--format=%h', '--', 'src'],
+            capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(
             ['git', '-C', root, 'status', '--porcelain', '--', 'src'],
             capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return 'unknown'
-    return head + (' + uncommitted changes in src' if dirty else '')
+    return '%s, src last changed in %s%s' % (
+        head, src, ' + uncommitted changes in src' if dirty else '')
 
 
 def version(name):
@@ -369,6 +392,10 @@ def main(argv=None):
     parser.add_argument('--poll-ms', type=float, default=0.5,
                         help='how often the latency runs look for the '
                              'result, in ms (default 0.5)')
+    parser.add_argument('--preload', action='store_true',
+                        help='jobs/s with every job enqueued before the '
+                             'workers start (zasync: 500 per transaction), '
+                             'timed from their start')
     parser.add_argument('--idle-ms', type=float, default=100.0,
                         help='longest pause between two latency jobs, in '
                              'ms (random from 2 ms, default 100)')
@@ -395,9 +422,10 @@ def main(argv=None):
         print('Huey %s, SQLite %s: SqliteHuey, journal_mode=%s, '
               'synchronous=%s' % (huey.__version__, sqlite3.sqlite_version,
                                   journal_mode, synchronous))
-        print('jobs %d, threads %s, repetitions %d, latency jobs %d, '
+        print('jobs %d (%s), threads %s, repetitions %d, latency jobs %d, '
               'Huey initial delay %.3f s, cores %s, load average %.2f'
-              % (args.jobs, args.threads, args.repeat, args.latency_jobs,
+              % (args.jobs, 'preloaded' if args.preload else 'enqueued live',
+                 args.threads, args.repeat, args.latency_jobs,
                  args.huey_delay, os.cpu_count(), os.getloadavg()[0]))
         print('ceilings (tiny commits/s): FileStorage %.0f, SQLite %.0f'
               % (file_ceiling(fresh(directory, 'c1')),
@@ -417,11 +445,12 @@ def main(argv=None):
                   % (rep + 1, os.getloadavg()[0]))
             for threads in threads_list:
                 record(('zasync', threads), zasync_throughput(
-                    fresh(directory, 'z'), args.jobs, threads),
+                    fresh(directory, 'z'), args.jobs, threads,
+                    args.preload),
                     'zasync jobs/s, %d thread(s)' % threads)
                 record(('huey', threads), huey_throughput(
                     fresh(directory, 'h'), args.jobs, threads,
-                    args.huey_delay),
+                    args.huey_delay, args.preload),
                     'huey jobs/s, %d thread(s)' % threads)
             record('zasync enqueue', zasync_enqueue(
                 fresh(directory, 'z'), args.jobs, 1),
