@@ -77,14 +77,26 @@ class Dict(utils.Base):
 
     # -- reading -----------------------------------------------------------
 
+    # A key of another type than the stored ones (``2`` among names) is
+    # simply absent, as in a dict (a BTree cannot compare them).
+
     def __getitem__(self, key):
-        return self._data[key]
+        try:
+            return self._data[key]
+        except TypeError:
+            raise KeyError(key) from None
 
     def get(self, key, default=None):
-        return self._data.get(key, default)
+        try:
+            return self._data.get(key, default)
+        except TypeError:
+            return default
 
     def __contains__(self, key):
-        return key in self._data
+        try:
+            return key in self._data
+        except TypeError:
+            return False
 
     def __len__(self):
         return self._len()

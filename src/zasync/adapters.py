@@ -1,7 +1,8 @@
 """Small adapters registered by ``configure.zcml``.
 
-(The persistent object -> connection adapter is left to the application,
-e.g. ``zope.keyreference``'s, to avoid conflicting registrations.)
+(The persistent object -> connection adapter, ``connectionOfPersistent``,
+is left to the application, e.g. ``zope.keyreference``'s, to avoid
+conflicting registrations; ``zasync.configure.base()`` registers it.)
 """
 import persistent.interfaces
 import transaction.interfaces
@@ -11,9 +12,22 @@ import ZODB.interfaces
 
 from zasync import interfaces
 from zasync import utils
+from zasync.queue import getDefaultQueue
 
-__all__ = ['connectionDefaultQueue', 'connectionTransactionManager',
+__all__ = ['connectionDefaultQueue', 'connectionOfPersistent',
+           'connectionTransactionManager', 'defaultQueueAdapter',
            'transactionManager']
+
+#: zc.async's older name of ``zasync.queue.getDefaultQueue``
+defaultQueueAdapter = getDefaultQueue
+
+
+@zope.component.adapter(persistent.interfaces.IPersistent)
+@zope.interface.implementer(ZODB.interfaces.IConnection)
+def connectionOfPersistent(obj):
+    """The connection of a persistent object (or of its ``__parent__``);
+    None if it is in none."""
+    return utils.connection(obj)
 
 
 @zope.component.adapter(persistent.interfaces.IPersistent)

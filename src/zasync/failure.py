@@ -29,8 +29,8 @@ import zope.interface
 
 from zasync import interfaces
 
-__all__ = ['bounded_repr', 'Failure', 'Frame', 'isFailure', 'MAX_ARGS_SIZE',
-           'MAX_MESSAGE', 'MAX_REPR']
+__all__ = ['bounded_repr', 'Failure', 'Frame', 'from_twisted', 'isFailure',
+           'MAX_ARGS_SIZE', 'MAX_MESSAGE', 'MAX_REPR']
 
 #: the longest repr of a local or global (or of the exception) recorded
 MAX_REPR = 200
@@ -360,3 +360,15 @@ def _safe_str(exc):
 
 def isFailure(value):
     return isinstance(value, Failure)
+
+
+def from_twisted(value):
+    """``value`` as a zasync ``Failure`` if it is a Twisted ``Failure``
+    (which cannot be stored in a database), else ``value`` unchanged."""
+    try:
+        from twisted.python.failure import Failure as TwistedFailure
+    except ImportError:  # pragma: no cover - Twisted is a dependency
+        return value
+    if isinstance(value, TwistedFailure):
+        return Failure(value.value, value.type, value.getTracebackObject())
+    return value

@@ -21,6 +21,7 @@ import sys
 
 import zope.component
 
+from zasync import dispatcher as zdispatcher
 from zasync import interfaces
 from zasync import manager
 from zasync import subscribers
@@ -87,9 +88,14 @@ def setUp(connection=None, db=None,
 
 
 def tearDown(timeout=10):
-    """Stop what ``setUp`` started; raise ``TearDownDispatcherError`` if
-    something did not stop."""
+    """Stop what ``setUp`` started -- without a ``setUp``, the registered
+    dispatcher (``zasync.dispatcher.get()``, e.g. one that
+    ``<zasync:dispatcher />`` or ``zasync.configure.start`` made), as
+    zc.async's did -- and put back the signal handlers installed for it;
+    raise ``TearDownDispatcherError`` if something did not stop."""
     dispatcher = _state.pop('dispatcher', None)
+    if dispatcher is None:
+        dispatcher = zdispatcher.get()
     agent_installer = _state.pop('agent_installer', None)
     handler = _state.pop('log_handler', None)
     _state.clear()

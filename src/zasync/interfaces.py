@@ -23,7 +23,8 @@ __all__ = [  # noqa: F822 (two names come from __getattr__)
            'IFailure', 'IFilterAgent', 'IJob', 'IJobContainer', 'IJobManager',
            'IMainLoop', 'IObjectAdded', 'IProgressable', 'IProgressableJob',
            'IQueue', 'IQueues', 'IQuota', 'IQuotas', 'IReactor',
-           'IRetryPolicy', 'IUUID', 'JobLoadError', 'JOBS_KEY',
+           'IRetryPolicy', 'ISizedSequence', 'IUUID', 'JobLoadError',
+           'JOBS_KEY',
            'JobStoppedError', 'JobTimeoutError', 'KEY', 'NEW', 'ObjectAdded',
            'PENDING',
            'ReassignedError', 'Status', 'status_title', 'STATUSES',
@@ -408,6 +409,27 @@ class IQueues(zope.interface.common.mapping.IEnumerableMapping):
 
     def __delitem__(name):
         """Remove a queue."""
+
+
+class ISizedSequence(zope.interface.common.sequence.IFiniteSequence):
+    """A sequence of jobs with a maximum size (zc.async's interface; no
+    zasync class provides it, it is kept for code that names it)."""
+
+    size = zope.interface.Attribute(
+        'The maximum length: ``add`` raises ``FullError`` beyond it.')
+
+    def add(item):
+        """Add a job (``FullError`` if full); it gets the sequence as its
+        parent."""
+
+    def remove(item):
+        """Remove ``item`` (``ValueError`` if it is not there)."""
+
+    def index(item):
+        """The index of ``item`` (``ValueError`` if it is not there)."""
+
+    def __delitem__(index):
+        """Remove the item at ``index``."""
 
 
 class IQuota(zope.interface.common.sequence.IFiniteSequence):

@@ -3,8 +3,8 @@
 ``getJob()`` is set while a job (or callback) runs, in any thread;
 the dispatcher-related values are set in a dispatcher's worker threads.
 """
-import datetime
 import threading
+import time
 
 import transaction
 
@@ -133,14 +133,16 @@ def getLiveAnnotation(name, default=None, timeout=0, poll=1, job=None):
     If it is missing, wait up to ``timeout`` seconds for it, looking again
     every ``poll`` seconds; then return ``default``.  ``default`` is also
     what you get when the reactor does not answer in time (zc.async
-    returned None then).
+    returned None then).  ``timeout`` is real time, as in zc.async (the
+    looks are the reactor's timed calls: a test reactor's virtual time
+    does not use the timeout up).
     """
     from zasync import utils
     dispatcher, oid, database_name = _context(job)
     reactor = dispatcher.reactor
     answered = threading.Event()
     answer = []
-    deadline = utils.now() + datetime.timedelta(seconds=timeout)
+    deadline = time.monotonic() + timeout
 
     def look():
         try:
@@ -155,7 +157,7 @@ def getLiveAnnotation(name, default=None, timeout=0, poll=1, job=None):
                                    name, exc_info=True)
             value = _MISSING
         if value is _MISSING:
-            remaining = (deadline - utils.now()).total_seconds()
+            remaining = deadline - time.monotonic()
             if remaining > 0:
                 reactor.callLater(min(poll, remaining), look)
                 return

@@ -45,6 +45,7 @@ DISCONNECTED_RULE = _Rule((utils.ClientDisconnected,), 'zeo_disconnected',
                           None, 5, 5, 60)
 
 
+@zope.component.adapter(interfaces.IJob)
 @zope.interface.implementer(interfaces.IRetryPolicy)
 class RetryCommonFourTimes(persistent.Persistent):
     """The default for queued jobs.
@@ -155,6 +156,7 @@ class RetryCommonForever(RetryCommonFourTimes):
         return True
 
 
+@zope.component.adapter(interfaces.IJob)
 @zope.interface.implementer(interfaces.IRetryPolicy)
 class NeverRetry(persistent.Persistent):
     """Never retry anything."""

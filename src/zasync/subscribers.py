@@ -4,6 +4,9 @@
   database (``IDatabaseOpenedEvent``).
 * ``ThreadedDispatcherInstaller`` starts a dispatcher with its own Twisted
   reactor in a daemon thread (``IDatabaseOpenedEvent``).
+* ``TwistedDispatcherInstaller`` starts a dispatcher on the process's
+  global Twisted reactor, which the application runs
+  (``IDatabaseOpenedEvent``).
 * ``AgentInstaller`` gives an activated dispatcher an agent in each queue
   (``IDispatcherActivated``).
 
@@ -27,7 +30,8 @@ from zasync.queue import install_queues
 __all__ = ['agent_installer', 'AgentInstaller', 'multidb_queue_installer',
            'queue_installer', 'QueueInstaller', 'restore_signal_handlers',
            'shutdown_dispatcher', 'threaded_dispatcher_installer',
-           'ThreadedDispatcherInstaller']
+           'ThreadedDispatcherInstaller', 'twisted_dispatcher_installer',
+           'TwistedDispatcherInstaller']
 
 log = utils.events_log
 
@@ -158,6 +162,43 @@ def shutdown_dispatcher(dispatcher, timeout=10):
     ``dispatcher.shutdown(timeout)``, which returns a list of problems
     (empty when everything stopped)."""
     return dispatcher.shutdown(timeout)
+
+
+class TwistedDispatcherInstaller:
+    """Make a dispatcher on the global Twisted reactor
+    (``twisted.internet.reactor``) when the database opens; it activates
+    (polling in the reactor's thread pool) once the application runs that
+    reactor, and deactivates when the reactor shuts down.
+
+    The dispatcher is returned and registered; no thread and no signal
+    handler is started (the reactor is the application's).
+    """
+
+    def __init__(self, poll_interval=5, uuid=None, db_name=None):
+        self.poll_interval = poll_interval
+        self.uuid = uuid
+        self.db_name = db_name
+        zope.component.adapter(interfaces.IDatabaseOpenedEvent)(self)
+
+    def __repr__(self):
+        return '<%s poll_interval=%r db_name=%r>' % (
+            type(self).__name__, self.poll_interval, self.db_name)
+
+    def __call__(self, ev):
+        existing = zdispatcher.get(self.uuid)
+        if existing is not None:
+            log.info('dispatcher %s is already installed', existing.UUID)
+            return existing
+        db = ev.database
+        if self.db_name is not None:
+            db = db.databases[self.db_name]
+        dispatcher = zdispatcher.Dispatcher(
+            db, poll_interval=self.poll_interval, uuid=self.uuid)
+        dispatcher.activate(threaded=True)
+        return dispatcher
+
+
+twisted_dispatcher_installer = TwistedDispatcherInstaller()
 
 
 # --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import persistent
 import transaction.interfaces
 import zope.component
 import ZODB.POSException
+import ZODB.interfaces
 import ZODB.utils
 import zope.interface
 
@@ -256,8 +257,9 @@ def _attempt(call, tm, commit=True):
 def never_fail(call, identifier, tm):
     """Call ``call()`` and commit, until both succeed; return the value.
 
-    Transaction errors are retried at once; other errors are logged and
-    retried after a growing pause (5 s, +5 s, at most 60 s), because the
+    Transaction errors are retried at once; other errors (a lost ZEO
+    connection among them) are logged and retried after a growing pause
+    (5 s, +5 s, at most 60 s), because the
     caller cannot go on without this step.  Explosive errors (SystemExit,
     KeyboardInterrupt, ReassignedError) abort and propagate.
     """
@@ -268,7 +270,10 @@ def never_fail(call, identifier, tm):
         result, error = _attempt(call, tm)
         if error is None:
             return result
-        if isinstance(error, TRANSACTION_ERRORS):
+        # A lost ZEO connection is a transient error too, but retrying it
+        # at once would spin until the server is back: it backs off.
+        if (isinstance(error, TRANSACTION_ERRORS)
+                and not isinstance(error, ClientDisconnected)):
             trans_count += 1
             if trans_count % 5 == 0:
                 events_log.warning(
@@ -361,7 +366,10 @@ def transaction_manager(obj):
 
 
 def connection(obj):
-    """The connection of a persistent object, walking ``__parent__``."""
+    """The connection of a persistent object, walking ``__parent__`` (a
+    connection is its own)."""
+    if ZODB.interfaces.IConnection.providedBy(obj):
+        return obj
     seen = set()
     while obj is not None and id(obj) not in seen:
         seen.add(id(obj))

@@ -6,6 +6,10 @@
   ``wait_for_annotation``, ``wait_for_deactivation``, ``wait_for_death``
   and the loop under them, ``wait`` (``zasync.testing.waiters``);
 - ``tear_down_dispatcher(s)`` (below);
+- for suites ported from zc.async: ``setUpDatetime``, ``set_now``,
+  ``tearDownDatetime`` (zasync's clock pinned, ``datetime.datetime``
+  answering it), ``time_sleep``, ``print_logs``
+  (``zasync.testing.compat``);
 - ``zasync.testing.fixtures``: a FileStorage database for unit tests;
   ``zasync.testing.servers``: ZEO and PostgreSQL servers on 127.0.0.1 and
   their test layers; ``zasync.testing.processes``: ``zasync worker``
@@ -14,6 +18,11 @@
 Application tests use these too; none of it is imported by the engine.
 """
 from zasync import dispatcher as dispatcher_module
+from zasync.testing.compat import print_logs
+from zasync.testing.compat import set_now
+from zasync.testing.compat import setUpDatetime
+from zasync.testing.compat import tearDownDatetime
+from zasync.testing.compat import time_sleep
 from zasync.testing.reactor import DelayedCall
 from zasync.testing.reactor import ManualClock
 from zasync.testing.reactor import Reactor
@@ -28,8 +37,10 @@ from zasync.testing.waiters import wait_for_result
 from zasync.testing.waiters import wait_for_start
 
 __all__ = ['DelayedCall', 'ManualClock', 'Reactor', 'TearDownDispatcherError',
-           'get_poll', 'started_reactors', 'tear_down_dispatcher',
-           'tear_down_dispatchers', 'wait', 'wait_for_annotation',
+           'get_poll', 'print_logs', 'set_now', 'setUpDatetime',
+           'started_reactors', 'tear_down_dispatcher',
+           'tear_down_dispatchers', 'tearDownDatetime', 'time_sleep',
+           'wait', 'wait_for_annotation',
            'wait_for_deactivation', 'wait_for_death', 'wait_for_job_info',
            'wait_for_result',
            'wait_for_start']

@@ -14,6 +14,7 @@ import threading
 import time
 import weakref
 
+import transaction
 import zope.component
 import zope.interface
 
@@ -307,6 +308,22 @@ class Reactor:
             if any(c.active() and c.time <= now for c in self._calls):
                 return
             self._cond.wait(self.settle)
+
+    def wait_for(self, *jobs, poll_interval=5, attempts=10, pause=0.1):
+        """Let a poll happen (``time_flies(poll_interval)``), then, up to
+        ``attempts`` times, run the due calls and look (in a new
+        transaction) whether every job completed, waiting up to ``pause``
+        seconds (real time) for worker threads to hand over calls in
+        between.  Print ``TIME OUT`` if they did not (zc.async's helper,
+        which returned nothing)."""
+        self.time_flies(poll_interval)
+        for attempt in range(attempts):
+            self.run_due()
+            transaction.begin()
+            if all(job.status == interfaces.COMPLETED for job in jobs):
+                return
+            self.wait_for_calls(pause)
+        print('TIME OUT')
 
     def wait_for_calls(self, timeout):
         """Wait (real time) up to ``timeout`` for a call due now to arrive;
