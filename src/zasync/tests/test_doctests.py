@@ -116,6 +116,7 @@ class CollectorTests(unittest.TestCase):
         names = [os.path.basename(path) for path in doc_files()]
         self.assertIn('job.rst', names)
         self.assertIn('catastrophes.rst', names)
+        self.assertIn('porting.rst', names)   # issue 17
 
     def test_no_documents_is_an_error(self):
         with tempfile.TemporaryDirectory() as empty:
