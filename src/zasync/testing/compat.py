@@ -7,7 +7,10 @@ zc.async's tests pinned time with ``zc.async.testing.setUpDatetime()`` and
 patch ``datetime``.  For a *ported* suite:
 
 * ``set_now(dt)`` sets zasync's clock: the registered ``ManualClock`` (a
-  running test ``Reactor``'s, say), else a ``ManualClock`` it installs;
+  running test ``Reactor``'s, say), else a ``PinnedClock`` it installs (a
+  ``ManualClock`` whose ``sleep`` is ``time.sleep``, as it is looked up at
+  the time: a suite's stub sees the pauses, and time stays pinned, as in
+  zc.async);
 * ``setUpDatetime()`` installs that clock at zc.async's pinned time
   (2006-08-10 15:44:22.000211 UTC) and, unless ``patch_datetime=False``,
   replaces ``datetime.datetime`` by ``ClockDatetime``, whose ``now()``,
@@ -33,7 +36,8 @@ from zasync import interfaces
 from zasync import utils
 from zasync.testing.reactor import ManualClock
 
-__all__ = ['ClockDatetime', 'PINNED', 'print_logs', 'restore_datetime',
+__all__ = ['ClockDatetime', 'PINNED', 'PinnedClock', 'print_logs',
+           'restore_datetime',
            'set_now', 'setUpDatetime', 'tearDownDatetime', 'time_sleep']
 
 #: ``time.sleep`` as it was on import (zc.async's name): a suite that
@@ -82,6 +86,15 @@ class ClockDatetime(_real_datetime, metaclass=_AnyDatetime):
         return cls.now()
 
 
+class PinnedClock(ManualClock):
+    """A ``ManualClock`` that sleeps with ``time.sleep`` (whatever it is
+    when called), without moving."""
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        time.sleep(seconds)
+
+
 def restore_datetime(*args):
     """Unpickle a datetime pickled while ``ClockDatetime`` was installed."""
     return _real_datetime(*args)
@@ -103,7 +116,7 @@ def set_now(dt):
         dt = dt.replace(tzinfo=utils.UTC)
     clock = _manual_clock()
     if clock is None:
-        _state['clock'] = ManualClock(dt).install()
+        _state['clock'] = PinnedClock(dt).install()
     else:
         clock.set(dt)
 
