@@ -338,7 +338,13 @@ class InvalidationWatcher:
         else:
             self._instance = self.db.storage.new_instance()
             self._instance.poll_invalidations()
-            self._start_listening()
+            try:
+                self._start_listening()
+            except Exception:   # never keep a dispatcher from starting
+                events_log.warning(
+                    'invalidation watcher: setting up LISTEN failed; '
+                    'polling for commits every %s s', self.pull_interval,
+                    exc_info=True)
             self._thread = threading.Thread(
                 target=self._pull, daemon=True,
                 name='zasync invalidation watcher')
@@ -422,7 +428,11 @@ class InvalidationWatcher:
 
     def _start_listening(self):
         """Set up the LISTEN connection if we can; log once if not."""
-        setting = self.listen or _listen_setting()
+        setting = self.listen
+        if setting is None:
+            setting = _listen_setting()
+        elif setting in (True, False):
+            setting = 'on' if setting else 'off'
         if setting == 'off':
             events_log.info(
                 'invalidation watcher: LISTEN turned off; polling for '

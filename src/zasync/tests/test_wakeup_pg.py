@@ -207,6 +207,14 @@ class WatcherOnPostgreSQLTests(unittest.TestCase):
         self.assertIn('LISTEN turned off', logged.output[0])
         self.check_polls_without_listening(watcher, recorder)
 
+    def test_an_unexpected_error_does_not_stop_the_watcher(self):
+        with unittest.mock.patch.object(wakeup, 'postgresql_dsn',
+                                        side_effect=RuntimeError('oops')):
+            with self.assertLogs('zasync.events', 'WARNING') as logged:
+                watcher, recorder = self.watcher(pull_interval=0.05)
+        self.assertIn('setting up LISTEN failed', logged.output[0])
+        self.check_polls_without_listening(watcher, recorder)
+
     def test_a_broken_connection_is_replaced(self):
         listening_again = LogEvent('LISTENing on zasync_commit (trigger '
                                    'present) again')
