@@ -34,6 +34,8 @@ What is measured:
   transaction, as ``bench.py`` does; Huey: one call each) and the clock
   runs from the start of the workers (zasync: the commit that adds the
   agent; Huey: the consumer's start) to the last result;
+  ``--group-size`` and ``--prefetch`` set the zasync dispatcher's
+  attributes of those names (group commits), where the tree has them;
 - enqueue jobs/s, with no worker running: ``--jobs`` jobs one per
   transaction (zasync) or call (Huey), and, for zasync, ``--jobs`` jobs in
   transactions of ``--batch`` jobs each;
@@ -105,7 +107,12 @@ def zasync_wait_all(setup, jobs, pause, deadline=600):
             time.sleep(pause)
 
 
+DISPATCHER_SETTINGS = {}   # attribute -> value, from the command line
+
+
 def zasync_ready(setup, threads):
+    for name, value in DISPATCHER_SETTINGS.items():
+        setattr(setup.dispatcher, name, value)
     setup.add_agent(threads)
     setup.tm.commit()
     setup.wait(lambda: 'main' in (setup.dispatcher.queues.get('') or {}), 10)
@@ -396,6 +403,13 @@ def main(argv=None):
                         help='jobs/s with every job enqueued before the '
                              'workers start (zasync: 500 per transaction), '
                              'timed from their start')
+    parser.add_argument('--group-size', type=int, default=None,
+                        help="zasync: the dispatcher's group_size (jobs "
+                             "of a thread committed together; a "
+                             "Dispatcher's own default is one per "
+                             "transaction)")
+    parser.add_argument('--prefetch', type=int, default=None,
+                        help="zasync: the dispatcher's prefetch")
     parser.add_argument('--idle-ms', type=float, default=100.0,
                         help='longest pause between two latency jobs, in '
                              'ms (random from 2 ms, default 100)')
@@ -406,6 +420,13 @@ def main(argv=None):
         raise SystemExit('Huey is not installed: pip install huey '
                          '(or the bench extra of zasync)')
     threads_list = [int(t) for t in args.threads.split(',')]
+    from zasync.dispatcher import Dispatcher
+    for name in ('group_size', 'prefetch'):
+        value = getattr(args, name)
+        if value is not None:
+            if not hasattr(Dispatcher, name):
+                raise SystemExit('this zasync has no Dispatcher.%s' % name)
+            DISPATCHER_SETTINGS[name] = value
     pause = args.poll_ms / 1000.0
     idle = args.idle_ms / 1000.0
     zope.component.provideUtility(uuid.uuid4(), interfaces.IUUID)
@@ -419,6 +440,9 @@ def main(argv=None):
               % (platform.python_version(), platform.machine()))
         print('zasync %s (%s), ZODB %s: FileStorage, fsync at each commit'
               % (version('zasync'), describe_tree(), version('ZODB')))
+        print('zasync dispatcher: group_size %s, prefetch %s' % tuple(
+            DISPATCHER_SETTINGS.get(name, getattr(Dispatcher, name, '-'))
+            for name in ('group_size', 'prefetch')))
         print('Huey %s, SQLite %s: SqliteHuey, journal_mode=%s, '
               'synchronous=%s' % (huey.__version__, sqlite3.sqlite_version,
                                   journal_mode, synchronous))
