@@ -22,6 +22,7 @@ import argparse
 import os
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -76,7 +77,8 @@ def ceiling(kind, directory, count=3000):
 class Setup:
     """A database with a queue and a threaded in-process dispatcher."""
 
-    def __init__(self, kind, directory, name, poll_interval=5):
+    def __init__(self, kind, directory, name, poll_interval=5, prefetch=0,
+                 group_size=1):
         from zasync import dispatcher as dispatcher_module
         from zasync import queue as queue_module
         import twisted.internet.selectreactor
@@ -92,6 +94,8 @@ class Setup:
         self.dispatcher = dispatcher_module.Dispatcher(
             self.db, self.reactor, poll_interval=poll_interval,
             uuid=self.uuid)
+        self.dispatcher.prefetch = prefetch
+        self.dispatcher.group_size = group_size
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         self.wait(lambda: self.uuid in self.queue.dispatchers and
@@ -127,9 +131,10 @@ class Setup:
         self.db.close()
 
 
-def throughput(kind, directory, jobs, workers):
+def throughput(kind, directory, jobs, workers, prefetch=0, group_size=1):
     from zasync.job import Job
-    setup = Setup(kind, directory, 'throughput')
+    setup = Setup(kind, directory, 'throughput-%d-%d' % (prefetch, group_size),
+                  prefetch=prefetch, group_size=group_size)
     try:
         batch = 500
         for start in range(0, jobs, batch):
@@ -190,6 +195,22 @@ def main(argv=None):
                         help='zeo/relstorage: threads of each worker '
                              'process (--workers is then the number of '
                              'worker processes)')
+    parser.add_argument('--prefetch', default='0', metavar='N[,N...]',
+                        help='file: jobs a claim may take beyond the free '
+                             'threads (Dispatcher.prefetch); several '
+                             'values: one throughput run each, '
+                             'interleaved with --repeat')
+    parser.add_argument('--group-commit', default='off',
+                        metavar='off|on[,...]',
+                        help='file: group commits off (each job commits '
+                             'alone) or on (up to GROUP jobs of a thread '
+                             'in one transaction, Dispatcher.group_size); '
+                             'several: each with each --prefetch value')
+    parser.add_argument('--group', type=int, default=50,
+                        help='the group size of --group-commit on')
+    parser.add_argument('--repeat', type=int, default=1,
+                        help='throughput runs per --prefetch value '
+                             '(medians printed)')
     args = parser.parse_args(argv)
     if args.storage in ('zeo', 'relstorage'):
         import bench_scaleout   # worker processes: see its docstring
@@ -201,11 +222,37 @@ def main(argv=None):
         rate = ceiling(args.storage, directory)
         print('storage: %s, workers: %d' % (args.storage, args.workers))
         print('ceiling (tiny commits/s):   %8.0f' % rate)
-        jobs_per_second, elapsed = throughput(
-            args.storage, directory, args.jobs, args.workers)
-        print('jobs/s (%d trivial jobs): %8.0f   (%.2f s)'
-              % (args.jobs, jobs_per_second, elapsed))
-        print('ratio jobs/s / ceiling:     %8.2f' % (jobs_per_second / rate))
+        configs = []
+        for group in args.group_commit.split(','):
+            if group not in ('on', 'off'):
+                parser.error('--group-commit: on or off, not %r' % group)
+            for value in args.prefetch.split(','):
+                configs.append((int(value),
+                                args.group if group == 'on' else 1))
+        runs = {config: [] for config in configs}
+        for repetition in range(args.repeat):
+            for prefetch, group_size in configs:
+                runs[prefetch, group_size].append(throughput(
+                    args.storage, directory, args.jobs, args.workers,
+                    prefetch, group_size)[0])
+
+        def label(config):
+            prefetch, group_size = config
+            return 'prefetch %d, group commit %s' % (
+                prefetch, 'on (%d)' % group_size if group_size > 1
+                else 'off')
+        for config in configs:
+            jobs_per_second = statistics.median(runs[config])
+            print('jobs/s (%d trivial jobs, %s): %8.0f   (runs: %s)'
+                  % (args.jobs, label(config), jobs_per_second,
+                     ', '.join('%.0f' % r for r in runs[config])))
+            print('ratio jobs/s / ceiling:     %8.2f'
+                  % (jobs_per_second / rate))
+        first = statistics.median(runs[configs[0]])
+        for config in configs[1:]:
+            print('ratio %s / %s: %.2f' % (
+                label(config), label(configs[0]),
+                statistics.median(runs[config]) / first))
         samples = latency(args.storage, directory, args.latency_jobs,
                           args.workers)
         print('enqueue->start latency (%d jobs): p50 %.2f ms, p99 %.2f ms, '

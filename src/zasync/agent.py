@@ -10,6 +10,7 @@ import BTrees.LOBTree
 import BTrees.Length
 import persistent
 import random
+import zope.component
 import zope.interface
 
 from zasync import interfaces
@@ -18,7 +19,7 @@ from zasync._resolving import ResolvingMap
 from zasync.job import check_timeout
 
 __all__ = ['addMainAgentActivationHandler', 'Agent', 'check_period',
-           'CompletedCollection']
+           'chooseFirst', 'CompletedCollection']
 
 
 # --------------------------------------------------------------------------
@@ -212,6 +213,9 @@ class Agent(utils.Base):
     name = None
     _chooser = None
     _filter = None
+    #: False: every job of this agent commits in a transaction of its own,
+    #: never in a group (see ``zasync.grouping``)
+    group_commit = True
 
     #: the default ``timeout`` of the jobs this agent runs (seconds, or
     #: None: no limit); a job's own ``timeout`` comes first
@@ -308,12 +312,14 @@ class Agent(utils.Base):
 
     # -- claiming ----------------------------------------------------------
 
-    def claimJob(self):
-        """Claim a job if the dispatcher is alive and there is room."""
+    def claimJob(self, limit=None):
+        """Claim a job if the dispatcher is alive and there is room: fewer
+        than ``size`` jobs held (or ``limit``: a dispatcher that prefetches
+        lets an agent hold more than it runs at once)."""
         record = self.parent
         if record is None or not record.activated or record.dead:
             return None
-        if len(self) >= self.size:
+        if len(self) >= (self.size if limit is None else limit):
             return None
         job = self._choose()
         if job is not None:
@@ -333,9 +339,17 @@ class Agent(utils.Base):
         self.completed.add(job)
 
 
+@zope.component.adapter(interfaces.IDispatcherActivated)
 def addMainAgentActivationHandler(event):
     """On ``IDispatcherActivated``: give the dispatcher a ``'main'`` agent
     if it has none."""
     agents = event.object
     if 'main' not in agents:
         agents['main'] = Agent()
+
+
+def chooseFirst(agent):
+    """A chooser claiming the first job the agent's queue offers (what an
+    agent without chooser or filter does; zc.async's name, kept so that
+    ``Agent(chooser=chooseFirst)`` and stored references to it work)."""
+    return agent.queue.claim()

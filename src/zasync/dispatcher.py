@@ -406,6 +406,26 @@ class Dispatcher:
                 self._next_poll = self.reactor.callLater(
                     self.poll_interval, self._poll_and_schedule)
 
+    def directPoll(self):
+        """Poll now, in the calling (reactor) thread, then every
+        ``poll_interval`` (zc.async's name; the dispatcher calls it
+        itself once activated)."""
+        if not self.activated:
+            return
+        self._cancel_next_poll()
+        if self._threaded:
+            self._threaded_poll()
+        else:
+            self._poll_and_schedule()
+
+    def threadedPoll(self):
+        """Poll now in a thread of the reactor's pool, with a connection of
+        its own, then every ``poll_interval`` (zc.async's name)."""
+        if not self.activated:
+            return
+        self._cancel_next_poll()
+        self.reactor.callInThread(self._threaded_poll)
+
     def _threaded_poll(self):
         conn = self.db.open(
             transaction_manager=transaction.TransactionManager())
@@ -466,11 +486,11 @@ class Dispatcher:
         poll_info[name] = None
         if not self._activate_in(queue, tm):
             return
-        result = _quietly(
+        # A failed ping is logged by _quietly; the claims go on (a ping is
+        # housekeeping, and the next poll pings again).
+        _quietly(
             lambda: queue.dispatchers.ping(self.UUID),
             'pinging dispatcher %s in queue %r' % (self.UUID, name), tm)
-        if isinstance(result, Failure):
-            return
         _quietly(queue.retryUnloadable,
                  'retrying the jobs held in queue %r' % (name,), tm)
         self.slot_timer.poll(conn, queue)   # (the due periodic jobs)
@@ -604,8 +624,17 @@ class Dispatcher:
                 queue = queues[queue_name]
                 agent = queue.dispatchers[self.UUID][agent_name]
                 room = agent.size - len(agent)
+                limit = agent.size
+                prefetch = max(self.prefetch, self.group_size - 1)
+                if room > 0 and prefetch > 0:
+                    # A deep queue: take more than the free threads, in
+                    # this one commit (and enough for a group).
+                    extra = min(prefetch, len(queue) - room)
+                    if extra > 0:
+                        room += extra
+                        limit += extra
                 while room > 0:
-                    job = agent.claimJob()
+                    job = agent.claimJob(limit=limit)
                     if job is None:
                         break
                     # Started in the claim's transaction: one commit less
@@ -642,6 +671,21 @@ class Dispatcher:
                 self._new_jobs.setdefault(
                     (queue_name, agent_name), []).extend(ids)
         return items
+
+    #: how many jobs a claim may take beyond an agent's free threads when
+    #: its queue holds more than it could take: they wait, claimed and
+    #: started, in the agent's work queue (a deactivation puts them back,
+    #: and the death of the dispatcher has them rescued, as any job it
+    #: claimed); fewer claim commits per job.  0: none.
+    prefetch = 0
+
+    #: group commits (``zasync.grouping``): a worker thread that claimed
+    #: several jobs runs up to this many of them in one transaction, for at
+    #: most ``group_age`` seconds (1: every job commits alone)
+    group_size = 1
+    group_age = 0.005
+    groups_committed = 0   # groups of 2 jobs or more that committed
+    grouped_jobs = 0       # the jobs they committed
 
     #: a worker thread archives its agent's completed jobs once this many
     #: wait in the collection's inbox (polls archive any number)

@@ -31,7 +31,9 @@ from zasync import timeouts
 from zasync import utils
 from zasync._pending import check_priority
 from zasync.failure import Failure
+from zasync.failure import from_twisted
 from zasync.failure import isFailure
+from zasync.grouping import GroupSplit
 from zasync.interfaces import ACTIVE
 from zasync.interfaces import ASSIGNED
 from zasync.interfaces import CALLBACKS
@@ -55,7 +57,7 @@ __all__ = ['as_job', 'broken_global', 'CancelRequest',
            'tolerant_class_factory',
            'load_problem', 'MissingCallable', 'NeverRetry', 'parallel',
            'RetryCommonForever', 'RetryCommonFourTimes', 'RetryWithBackoff',
-           'serial', 'SuccessFailureCallbackProxy']
+           'serial', 'success_or_failure', 'SuccessFailureCallbackProxy']
 
 # Stored status ids; NEW is refined into PENDING/ASSIGNED by the parent.
 _NEW, _ACTIVE, _CALLBACKS, _COMPLETED = range(4)
@@ -475,6 +477,10 @@ class Job(_AddCallbacks, utils.Base):
     _quota_names = ()
     _timeout = None
     _priority = 0
+    #: False: the job always commits in a transaction of its own, never in
+    #: a group with others (a job with effects outside the database that
+    #: must not be repeated: see docs/jobs_and_transactions.rst)
+    group_commit = True
     unique_key = None
     retried_from = None
     cancel_requested = None
@@ -852,12 +858,13 @@ class Job(_AddCallbacks, utils.Base):
             # not end its thread and leave the job ACTIVE.
             res, decision = self._step(
                 call, 'jobError', setup, data_cache, tm, catch=BaseException,
-                explosive=(interfaces.ReassignedError, timeouts.Abandoned))
+                explosive=(interfaces.ReassignedError, timeouts.Abandoned,
+                           GroupSplit))
             if decision is _RESCHEDULED:
                 return self
             if decision:
                 continue
-            res = self._refuse_unqueued_job(res)
+            res = self._refuse_unqueued_job(from_twisted(res))
             # The result, and with it the callable's effects, commit now.
             outcome, decision = self._step(
                 lambda: self._set_result(res, tm, data_cache), 'commitError',
@@ -1030,7 +1037,9 @@ class Job(_AddCallbacks, utils.Base):
             res.addBoth(_DeferredResult(self))
             run_callbacks = False
         else:
-            self._result = res
+            # A Twisted Failure returned by the callable is recorded as
+            # ours (it cannot be pickled).
+            res = self._result = from_twisted(res)
             self.active_end = utils.now()
             if len(self.callbacks):
                 self._status_id = _CALLBACKS
@@ -1357,7 +1366,16 @@ class Job(_AddCallbacks, utils.Base):
                     'can only reschedule a job directly in an agent: %r',
                     self)
                 return None
-            queue = agent.queue
+            # The agent's queue; IAgent does not declare ``queue``, so
+            # else the queue among its parents (as zc.async found it).
+            queue = getattr(agent, 'queue', None)
+            if queue is None:
+                queue = self.queue
+            if queue is None:
+                events_log.critical(
+                    'cannot reschedule a job whose agent is in no queue: %r',
+                    self)
+                return None
         if data_cache and self._retry_policy is not None:
             self._retry_policy.updateData(data_cache)
         self._status_id = _NEW
@@ -1393,13 +1411,7 @@ class _DeferredResult:
         self.oid = job._p_oid
 
     def __call__(self, result):
-        try:
-            from twisted.python.failure import Failure as TwistedFailure
-        except ImportError:  # pragma: no cover
-            TwistedFailure = ()
-        if isinstance(result, TwistedFailure):
-            result = Failure(result.value, result.type,
-                             result.getTracebackObject())
+        result = from_twisted(result)
         tm = transaction.TransactionManager()
         conn = self.db.open(transaction_manager=tm)
         try:
@@ -1524,6 +1536,16 @@ class SuccessFailureCallbackProxy(ConditionalCallbackProxy):
 # queues the components from within the running job.  Every function here
 # is module-level, so the jobs referring to them can be stored.
 
+def success_or_failure(success, failure, result):
+    """``success(result)``, or ``failure(result)`` when ``result`` is a
+    failure; ``result`` itself when that one is None (zc.async's legacy
+    callback for ``addCallbacks``, kept for jobs stored with it)."""
+    handler = failure if isinstance(result, Failure) else success
+    if handler is None:
+        return result
+    return handler(result)
+
+
 def _jobs_tuple(*jobs):
     """The default postprocess: the component jobs themselves."""
     return jobs
@@ -1602,17 +1624,18 @@ def _continues(job, main_job):
 # -- parallel ----------------------------------------------------------------
 
 def _schedule_parallel(*jobs, **kwargs):
-    main_job = zlocal.getJob()
-    queue = main_job.queue
-    for job in jobs:
-        if job.status == NEW:
-            queue.put(job)
-            job.addCallback(Job(_check_parallel, main_job))
-    _check_parallel(main_job)
+    _check_parallel(zlocal.getJob())
     return kwargs['postprocess']
 
 
 def _check_parallel(main_job, ignored_result=None):
-    """Queue the postprocess once every component is done."""
+    """Queue the components that are still new -- at first all of them,
+    later those that a component or a callback added to ``main_job.args``
+    while it ran -- and the postprocess once every component is done."""
+    queue = main_job.queue
+    for job in main_job.args:
+        if job.status == NEW:
+            queue.put(job)
+            job.addCallback(Job(_check_parallel, main_job))
     if all(job.status in (CALLBACKS, COMPLETED) for job in main_job.args):
-        _queue_postprocess(main_job, main_job.queue)
+        _queue_postprocess(main_job, queue)

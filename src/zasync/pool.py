@@ -11,7 +11,6 @@ import queue as queue_module
 import threading
 import time
 
-import transaction
 import ZODB.POSException
 import ZODB.utils
 
@@ -20,6 +19,8 @@ from zasync import local as local_module
 from zasync import timeouts
 from zasync import utils
 from zasync.failure import Failure
+from zasync.grouping import GroupSplit
+from zasync.grouping import GroupingTransactionManager
 
 __all__ = ['AgentThreadPool', 'CLAIM', 'FailStopped', 'MAX_RESULT', 'Run',
            'STOP', 'WORKER_NAME_PREFIX']
@@ -198,6 +199,21 @@ class AgentThreadPool:
                 self._claim_requested = False
         return item
 
+    def _take_more(self, count):
+        """Up to ``count`` more jobs waiting in the work queue now (for a
+        group), without waiting."""
+        more = []
+        while len(more) < count:
+            try:
+                item = self.queue.get_nowait()
+            except queue_module.Empty:
+                break
+            if not isinstance(item, tuple):
+                self.queue.put(item)   # (STOP or CLAIM: for later)
+                break
+            more.append(item)
+        return more
+
     def _done(self):
         with self._lock:
             self.outstanding -= 1
@@ -210,7 +226,7 @@ class AgentThreadPool:
         ident = str(threading.get_ident())
         self.jobids[ident] = None
         conn = dispatcher.db.open(
-            transaction_manager=transaction.TransactionManager())
+            transaction_manager=GroupingTransactionManager())
         try:
             while True:
                 item = self._take()
@@ -225,7 +241,12 @@ class AgentThreadPool:
                     for other in items[1:]:
                         self.queue.put(other)
                     try:
-                        keep_going = self._perform(conn, ident, first)
+                        if (dispatcher.group_size > 1
+                                and isinstance(first, tuple)):
+                            keep_going = self._perform_group(
+                                conn, ident, first)
+                        else:
+                            keep_going = self._perform(conn, ident, first)
                     except timeouts.Abandoned:
                         # Given up on, and replaced, long ago: end, and
                         # write nothing.
@@ -242,6 +263,8 @@ class AgentThreadPool:
                             conn, self.queue_name, self.name)
                     if not keep_going or not dispatcher.activated:
                         break
+                    if not self.queue.empty():
+                        break   # (jobs claimed already come first)
                     items = self._claim(conn)
         finally:
             local.dispatcher = None
@@ -344,9 +367,15 @@ class AgentThreadPool:
                 run.timer.daemon = True
                 run.timer.start()
             try:
+                tm.job_starts()   # (what it writes is its own)
                 result = job.runStarted()   # started when claimed
+                tm.job_done()
             except interfaces.BadStatusError:
                 tm.abort()
+                if self._taken_over(job):
+                    info['reassigned'] = True
+                    info['completed'] = utils.now()
+                    return True
                 utils.events_log.error(
                     'job already completed?  %s', info['call'], exc_info=True)
                 self._remove_bad_job(job, tm)
@@ -378,11 +407,120 @@ class AgentThreadPool:
             if self.runs.get(run.ident) is run:
                 del self.runs[run.ident]
             local_module.local.job = None
-            tm.abort()
             if run.ident not in self.abandoned:
                 self.jobids[ident] = None
                 utils.trace_log.info(
                     'completed in thread %s: %s', ident, info['call'])
+            tm.abort()   # (in a group: GroupSplit if the job had to abort)
+
+    # -- group commits -------------------------------------------------------
+
+    def _groupable(self, conn, item):
+        """Whether the job of ``item`` may commit in a group: a plain job
+        that opted in (``group_commit``, also on its agent), with no
+        callbacks, no timeout and no cancellation."""
+        oid, database_name, info = item
+        try:
+            jar = conn
+            if database_name != conn.db().database_name:
+                jar = conn.get_connection(database_name)
+            job = jar.get(ZODB.utils.p64(oid))
+            agent = job.agent
+            return bool(
+                job.status == interfaces.ACTIVE
+                and getattr(job, 'group_commit', False)
+                and getattr(agent, 'group_commit', True)
+                and not len(job.callbacks)
+                and job.effectiveTimeout() is None
+                and job.cancel_requested is None
+                and not interfaces.IJob.providedBy(job.result))
+        except Exception:
+            return False
+
+    def _perform_group(self, conn, ident, first):
+        """Run ``first`` (a job this thread took) and, in the same
+        transaction, the jobs it takes from the work queue after it, as
+        long as they may join (``_groupable``), up to
+        ``Dispatcher.group_size`` jobs started within
+        ``Dispatcher.group_age`` seconds; then commit them together.  If
+        that fails, run them again, one per transaction.  (The jobs wait
+        in the work queue until the thread takes them: a thread that gets
+        stuck holds none but its own.)  Return False if the thread should
+        stop."""
+        tm = conn.transaction_manager
+        dispatcher = self.dispatcher
+        tm.begin()   # (see the claims' commits)
+        if not self._groupable(conn, first):
+            return self._perform(conn, ident, first)
+        grouped = [first]
+        leftover = None
+        keep_going = True
+        deadline = time.monotonic() + dispatcher.group_age
+        split = None
+        tm.start_group()
+        try:
+            item = first
+            while True:
+                keep_going = self._perform(conn, ident, item)
+                if (not keep_going or not dispatcher.activated
+                        or len(grouped) >= dispatcher.group_size
+                        or time.monotonic() > deadline):
+                    break
+                more = self._take_more(1)
+                if not more:
+                    break
+                item = more[0]
+                if not self._groupable(conn, item):
+                    leftover = item
+                    break
+                grouped.append(item)
+            committed = tm.end_group()
+        except GroupSplit as e:
+            split = 'a job of it had to abort (%s)' % (e,)
+        except Exception as e:
+            split = 'its commit failed (%s)' % (utils.one_line(e),)
+        finally:
+            if tm.grouping:
+                tm.abandon_group()
+        if split is None:
+            if len(grouped) > 1:
+                dispatcher.groups_committed += 1
+                dispatcher.grouped_jobs += committed
+        else:
+            utils.events_log.info(
+                'a group of %d jobs did not commit: %s; running them one '
+                'per transaction', len(grouped), split)
+            for item in grouped:
+                item[2]['completed'] = None
+                if keep_going and dispatcher.activated:
+                    keep_going = self._perform(conn, ident, item)
+        if leftover is not None:
+            grouped.append(leftover)
+            if keep_going and dispatcher.activated:
+                keep_going = self._perform(conn, ident, leftover)
+        for item in grouped[1:]:   # (the caller counts the first)
+            self._done()
+        return keep_going and dispatcher.activated
+
+    def _taken_over(self, job):
+        """Whether another dispatcher took ``job`` over from us (it was
+        requeued when we were taken for dead, and completed or claimed
+        elsewhere, while our run of it had not committed: a group of ours
+        that did not commit, say); log it as a reassignment."""
+        try:
+            agent = job.agent
+            ours = (agent is not None and agent.name == self.name
+                    and getattr(agent.parent, 'UUID', None)
+                    == self.dispatcher.UUID
+                    and job.status != interfaces.COMPLETED)
+        except Exception:
+            return False
+        if ours:
+            return False
+        utils.events_log.error(
+            '%r was reassigned: another dispatcher took it over while this '
+            'one ran it (nothing of this run committed)', job)
+        return True
 
     def _record(self, info, result):
         info['failed'] = isinstance(result, Failure)

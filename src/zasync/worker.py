@@ -50,6 +50,8 @@ log = logging.getLogger('zasync.worker')
 DEFAULT_AGENT = ('main', 3)
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_GRACE = 30.0
+#: jobs a worker thread may commit in one transaction (group commits)
+DEFAULT_GROUP_COMMIT = 50
 
 
 def _no_progress(done, total, text):
@@ -177,13 +179,21 @@ class Worker:
     command draws a progress bar with it.  ``job_timeout`` (seconds) is
     the default ``timeout`` of the jobs its agents run;
     ``keep_completed`` (seconds or a ``timedelta``) how long they keep
-    completed jobs.
+    completed jobs; ``group_commit`` how many short jobs a worker thread
+    may commit in one transaction (``Dispatcher.group_size``; 1: each job
+    alone).
     """
 
     def __init__(self, db, uuid, agents=(DEFAULT_AGENT,),
                  poll_interval=DEFAULT_POLL_INTERVAL, ping_interval=None,
                  death_interval=None, grace=DEFAULT_GRACE, reactor=None,
-                 progress=None, job_timeout=None, keep_completed=None):
+                 progress=None, job_timeout=None, keep_completed=None,
+                 group_commit=DEFAULT_GROUP_COMMIT):
+        if (isinstance(group_commit, bool) or not isinstance(group_commit, int)
+                or group_commit < 1):
+            raise ValueError('group_commit must be a whole number of jobs, '
+                             '1 or more, not %r' % (group_commit,))
+        self.group_commit = group_commit
         self.db = db
         self.uuid = uuid
         self.agents = list(agents)
@@ -212,6 +222,7 @@ class Worker:
             self.dispatcher = WorkerDispatcher(
                 self.db, self.reactor, poll_interval=self.poll_interval,
                 uuid=self.uuid)
+            self.dispatcher.group_size = self.group_commit
             if install_signal_handlers:
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     handlers.install(signum, self._signalled)

@@ -27,6 +27,7 @@ from zasync.cli.purge import duration_argument
 from zasync.queue import DispatcherAgents
 from zasync.worker import DEFAULT_AGENT
 from zasync.worker import DEFAULT_GRACE
+from zasync.worker import DEFAULT_GROUP_COMMIT
 from zasync.worker import DEFAULT_POLL_INTERVAL
 from zasync.worker import Worker
 
@@ -74,6 +75,18 @@ def agent_spec(text):
         raise argparse.ArgumentTypeError(
             'agent %r: at most %d threads' % (text, MAX_AGENT_SIZE))
     return name, size
+
+
+def group_size(text):
+    """A number of jobs, 1 or more (``--group-commit``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or value > 10000:
+        raise argparse.ArgumentTypeError(
+            '%r: give a whole number of jobs from 1 to 10000' % (text,))
+    return value
 
 
 def poll_interval(text):
@@ -133,6 +146,13 @@ def configure_parser(parser):
         help='stop a job that runs longer than this and fail it with '
              'JobTimeoutError, nothing it wrote committed (the default of '
              'jobs without a timeout of their own; default: no limit)')
+    parser.add_argument(
+        '--group-commit', type=group_size, default=DEFAULT_GROUP_COMMIT,
+        metavar='JOBS',
+        help='how many short jobs a worker thread may commit in one '
+             'transaction (group commits; a conflict splits the group and '
+             'its jobs run again, one per transaction); 1: every job '
+             'commits alone; default %(default)s')
     parser.add_argument(
         '--keep-completed', type=duration_argument, metavar='DURATION',
         help='how long this worker\'s agents keep completed jobs: seconds, '
@@ -238,6 +258,7 @@ def run(args):
                     death_interval=args.death_interval, grace=args.grace,
                     job_timeout=args.job_timeout,
                     keep_completed=args.keep_completed,
+                    group_commit=args.group_commit,
                     progress=Bar(sys.stderr))
     metrics = None
     if args.metrics_listen:

@@ -1,0 +1,230 @@
+"""Group commits: short jobs of one worker thread commit together; a group
+that cannot commit is split, and its jobs run again one per transaction,
+each committing its effects and its result once.
+
+Real dispatcher worker threads on a real (in-memory) database; jobs block
+on events the test controls, and every wait has a timeout.
+"""
+import threading
+import unittest
+
+import persistent.mapping
+import transaction
+
+from zasync import interfaces
+from zasync import local
+from zasync import testing
+from zasync.grouping import GroupSplit
+from zasync.grouping import GroupingTransactionManager
+from zasync.job import Job
+from zasync.testing.fixtures import DispatcherFixture
+from zasync.tests import jobs
+
+#: how often each job's callable ran, by name (in this process)
+RUNS = {}
+#: a job named here waits until its event is set (and tells it started)
+GATES = {}
+
+
+def effect(name, fail=False):
+    """Count a run, wait at the gate if there is one, then add 1 to
+    ``root['effects'][name]`` (in the job's transaction)."""
+    RUNS[name] = RUNS.get(name, 0) + 1
+    gate = GATES.get(name)
+    if gate is not None:
+        started, release = gate
+        started.set()
+        if not release.wait(10):
+            raise RuntimeError('the test never released %s' % name)
+    effects = local.getJob()._p_jar.root()['effects']
+    effects[name] = effects.get(name, 0) + 1
+    if fail and RUNS[name] == 1:
+        raise ValueError('%s fails the first time' % name)
+    return name
+
+
+class GroupingTransactionManagerTests(unittest.TestCase):
+
+    def test_out_of_a_group_it_is_a_transaction_manager(self):
+        tm = GroupingTransactionManager()
+        txn = tm.begin()
+        tm.commit()
+        self.assertIsNot(tm.begin(), txn)
+        tm.job_starts()   # (nothing, out of a group)
+        tm.abort()
+        self.assertFalse(tm.grouping)
+
+    def test_between_jobs_abort_and_begin_change_nothing(self):
+        tm = GroupingTransactionManager()
+        txn = tm.start_group()
+        tm.job_starts()
+        tm.commit()
+        tm.job_done()
+        tm.abort()
+        self.assertIs(tm.begin(), txn)
+        tm.job_starts()
+        with self.assertRaises(GroupSplit):
+            tm.abort()   # (the second job must abort: the first is lost)
+        tm.abandon_group()
+        self.assertFalse(tm.grouping)
+
+    def test_the_first_job_may_abort_before_it_commits(self):
+        tm = GroupingTransactionManager()
+        txn = tm.start_group()
+        tm.job_starts()
+        tm.abort()
+        self.assertIsNot(tm.get(), txn)
+        self.assertTrue(tm.grouping)
+        tm.commit()   # (its retry policy's bookkeeping, say)
+        with self.assertRaises(GroupSplit):
+            tm.abort()
+        tm.abandon_group()
+
+    def test_end_group_counts_the_jobs(self):
+        tm = GroupingTransactionManager()
+        tm.start_group()
+        for i in range(3):
+            tm.job_starts()
+            tm.commit()
+            tm.job_done()
+        self.assertEqual(tm.end_group(), 3)
+        self.assertFalse(tm.grouping)
+
+    def test_a_doomed_group_splits(self):
+        tm = GroupingTransactionManager()
+        tm.start_group()
+        tm.job_starts()
+        tm.get().doom()
+        with self.assertRaises(GroupSplit):
+            tm.commit()
+        tm.abandon_group()
+
+
+class GroupCommitTests(DispatcherFixture, unittest.TestCase):
+
+    agent_size = 1
+
+    def setUp(self):
+        super().setUp()
+        RUNS.clear()
+        GATES.clear()
+        self.dispatcher.group_size = 10
+        self.root['effects'] = persistent.mapping.PersistentMapping()
+        self.tm.commit()
+
+    def tearDown(self):
+        for started, release in GATES.values():
+            release.set()
+        super().tearDown()
+
+    def gate(self, name):
+        GATES[name] = (threading.Event(), threading.Event())
+        return GATES[name]
+
+    def committed_effects(self):
+        tm = transaction.TransactionManager()
+        conn = self.db.open(transaction_manager=tm)
+        try:
+            return dict(conn.root()['effects'])
+        finally:
+            tm.abort()
+            conn.close()
+
+    def put(self, *names, **kw):
+        jobs = [self.queue.put(Job(effect, name, **kw)) for name in names]
+        self.tm.commit()
+        return jobs
+
+    def test_short_jobs_commit_together(self):
+        before = self.dispatcher.groups_committed
+        # While the first job waits, the others are claimed with it.
+        started, release = self.gate('a')
+        jobs = self.put('a', 'b', 'c', 'd')
+        testing.get_poll(self.dispatcher)
+        self.assertTrue(started.wait(10))
+        release.set()
+        for job in jobs:
+            testing.wait_for_result(job)
+        self.assertEqual(self.committed_effects(),
+                         {'a': 1, 'b': 1, 'c': 1, 'd': 1})
+        self.assertEqual(RUNS, {'a': 1, 'b': 1, 'c': 1, 'd': 1})
+        # (the first waited past the group's age: the others, together)
+        self.assertEqual(self.dispatcher.groups_committed, before + 1)
+        self.assertEqual(self.dispatcher.grouped_jobs, 3)
+
+    def test_a_conflict_splits_the_group(self):
+        # The first job waits; meanwhile another transaction changes the
+        # object every job of the group writes: the group's commit
+        # conflicts, and its jobs run again, one per transaction.
+        started, release = self.gate('first')
+        jobs = self.put('first', 'second', 'third')
+        testing.get_poll(self.dispatcher)
+        self.assertTrue(started.wait(10))
+        self.tm.begin()
+        self.root['effects']['outsider'] = 1
+        self.tm.commit()
+        release.set()
+        results = [testing.wait_for_result(job) for job in jobs]
+        self.assertEqual(results, ['first', 'second', 'third'])
+        # Each job's effects and its result committed once, beside the
+        # outsider's change:
+        self.assertEqual(self.committed_effects(), {
+            'outsider': 1, 'first': 1, 'second': 1, 'third': 1})
+        # The callables of the split group ran again (nothing of their
+        # first run had committed).
+        self.assertEqual(RUNS['first'], 2)
+        for job in jobs:
+            self.assertEqual(job.status, interfaces.COMPLETED)
+
+    def test_a_failing_job_fails_alone(self):
+        started, release = self.gate('one')
+        jobs = self.put('one')
+        failing, = self.put('two', fail=True)
+        last, = self.put('three')
+        testing.get_poll(self.dispatcher)
+        self.assertTrue(started.wait(10))
+        release.set()
+        self.assertEqual(testing.wait_for_result(jobs[0]), 'one')
+        failure = testing.wait_for_result(failing)
+        self.assertTrue(failure.check(ValueError), failure)
+        self.assertEqual(testing.wait_for_result(last), 'three')
+        effects = self.committed_effects()
+        self.assertEqual((effects['one'], effects['three']), (1, 1))
+        self.assertNotIn('two', effects)   # (its write was aborted)
+
+    def test_jobs_that_opt_out_commit_alone(self):
+        started, release = self.gate('x')
+        first, = self.put('x')
+        job = Job(effect, 'y')
+        job.group_commit = False
+        alone = self.queue.put(job)
+        self.tm.commit()
+        testing.get_poll(self.dispatcher)
+        self.assertTrue(started.wait(10))
+        release.set()
+        self.assertEqual(testing.wait_for_result(first), 'x')
+        self.assertEqual(testing.wait_for_result(alone), 'y')
+        self.assertEqual(self.committed_effects(), {'x': 1, 'y': 1})
+
+    def test_a_cancelled_job_of_a_group(self):
+        started, release = self.gate('before')
+        before, = self.put('before')
+        looping = self.queue.put(Job(jobs.write_then_loop, 'w'))
+        self.tm.commit()
+        testing.get_poll(self.dispatcher)
+        self.assertTrue(started.wait(10))
+        release.set()
+        testing.wait_for_start(looping, 10)
+        tm = transaction.TransactionManager()
+        conn = self.db.open(transaction_manager=tm)
+        try:
+            conn.get(looping._p_oid).cancel('stop it')
+            tm.commit()
+        finally:
+            conn.close()
+        failure = testing.wait_for_result(looping, 10)
+        self.assertTrue(failure.check(interfaces.CancelledError), failure)
+        self.assertEqual(testing.wait_for_result(before), 'before')
+        self.assertEqual(self.committed_effects(), {'before': 1})
+        self.tm.begin()
+        self.assertNotIn('w', self.root)
