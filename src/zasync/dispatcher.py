@@ -618,7 +618,10 @@ class Dispatcher:
             self.watcher.await_last_commit()
             tm.begin()
 
+            attempts = []
+
             def claim():
+                attempts.append(1)
                 del claimed[:]
                 queues = conn.root().get(interfaces.KEY)
                 queue = queues[queue_name]
@@ -647,6 +650,7 @@ class Dispatcher:
             result = _quietly(
                 claim, 'claiming jobs for agent %r of queue %r'
                 % (agent_name, queue_name), tm)
+            self.claim_conflicts += max(0, len(attempts) - 1)
             if isinstance(result, Failure):
                 self._stash_claim_failure(conn, queue_name, agent_name,
                                           result)
@@ -686,6 +690,7 @@ class Dispatcher:
     group_age = 0.005
     groups_committed = 0   # groups of 2 jobs or more that committed
     grouped_jobs = 0       # the jobs they committed
+    claim_conflicts = 0    # claims tried again after a transaction error
 
     #: a worker thread archives its agent's completed jobs once this many
     #: wait in the collection's inbox (polls archive any number)

@@ -339,6 +339,7 @@ class DispatcherCollector:
     def collect(self):
         core = prometheus_client.core
         self.sample()
+        dispatcher_now = self.source
         with self.lock:
             for name, help in (
                     ('started', 'Jobs this worker started'),
@@ -365,6 +366,20 @@ class DispatcherCollector:
                 family.add_metric([str(label) for label in labels],
                                   histogram.buckets(), histogram.sum)
             yield family
+            for name, attribute, help in (
+                    ('claim_conflicts', 'claim_conflicts',
+                     'Claims of this worker tried again after a conflict '
+                     '(or another transaction error)'),
+                    ('group_commits', 'groups_committed',
+                     'Groups of two jobs or more this worker committed in '
+                     'one transaction'),
+                    ('grouped_jobs', 'grouped_jobs',
+                     'Jobs this worker committed in such groups')):
+                counter = core.CounterMetricFamily(
+                    'zasync_worker_%s' % name, help)
+                counter.add_metric([], getattr(dispatcher_now(), attribute,
+                                               0) or 0)
+                yield counter
             active = core.GaugeMetricFamily(
                 'zasync_worker_active_jobs',
                 'Jobs the worker threads run right now')
