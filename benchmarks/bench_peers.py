@@ -403,11 +403,13 @@ def main(argv=None):
                         help='jobs/s with every job enqueued before the '
                              'workers start (zasync: 500 per transaction), '
                              'timed from their start')
-    parser.add_argument('--group-size', type=int, default=None,
+    parser.add_argument('--group-size', default=None, metavar='N[,N...]',
                         help="zasync: the dispatcher's group_size (jobs "
                              "of a thread committed together; a "
                              "Dispatcher's own default is one per "
-                             "transaction)")
+                             "transaction); several values: one zasync "
+                             "throughput run each, interleaved (the "
+                             "latency runs use the last)")
     parser.add_argument('--prefetch', type=int, default=None,
                         help="zasync: the dispatcher's prefetch")
     parser.add_argument('--idle-ms', type=float, default=100.0,
@@ -421,12 +423,20 @@ def main(argv=None):
                          '(or the bench extra of zasync)')
     threads_list = [int(t) for t in args.threads.split(',')]
     from zasync.dispatcher import Dispatcher
-    for name in ('group_size', 'prefetch'):
-        value = getattr(args, name)
+    groups = [None]
+    if args.group_size is not None:
+        groups = [int(g) for g in args.group_size.split(',')]
+    for name, value in (('group_size', groups[-1]),
+                        ('prefetch', args.prefetch)):
         if value is not None:
             if not hasattr(Dispatcher, name):
                 raise SystemExit('this zasync has no Dispatcher.%s' % name)
             DISPATCHER_SETTINGS[name] = value
+
+    def grouped(group):
+        if group is not None:
+            DISPATCHER_SETTINGS['group_size'] = group
+        return '' if group is None else ', group %d' % group
     pause = args.poll_ms / 1000.0
     idle = args.idle_ms / 1000.0
     zope.component.provideUtility(uuid.uuid4(), interfaces.IUUID)
@@ -440,9 +450,10 @@ def main(argv=None):
               % (platform.python_version(), platform.machine()))
         print('zasync %s (%s), ZODB %s: FileStorage, fsync at each commit'
               % (version('zasync'), describe_tree(), version('ZODB')))
-        print('zasync dispatcher: group_size %s, prefetch %s' % tuple(
-            DISPATCHER_SETTINGS.get(name, getattr(Dispatcher, name, '-'))
-            for name in ('group_size', 'prefetch')))
+        print('zasync dispatcher: group_size %s, prefetch %s' % (
+            args.group_size or getattr(Dispatcher, 'group_size', '-'),
+            DISPATCHER_SETTINGS.get(
+                'prefetch', getattr(Dispatcher, 'prefetch', '-'))))
         print('Huey %s, SQLite %s: SqliteHuey, journal_mode=%s, '
               'synchronous=%s' % (huey.__version__, sqlite3.sqlite_version,
                                   journal_mode, synchronous))
@@ -468,10 +479,13 @@ def main(argv=None):
             print('repetition %d (load average %.2f)'
                   % (rep + 1, os.getloadavg()[0]))
             for threads in threads_list:
-                record(('zasync', threads), zasync_throughput(
-                    fresh(directory, 'z'), args.jobs, threads,
-                    args.preload),
-                    'zasync jobs/s, %d thread(s)' % threads)
+                for group in groups:
+                    label = grouped(group)
+                    record(('zasync', threads, group), zasync_throughput(
+                        fresh(directory, 'z'), args.jobs, threads,
+                        args.preload),
+                        'zasync jobs/s, %d thread(s)%s' % (threads, label))
+                grouped(groups[-1])
                 record(('huey', threads), huey_throughput(
                     fresh(directory, 'h'), args.jobs, threads,
                     args.huey_delay, args.preload),
@@ -507,9 +521,11 @@ def main(argv=None):
         print('medians of %d repetitions (load average %.2f):'
               % (args.repeat, os.getloadavg()[0]))
         for threads in threads_list:
-            print('  jobs/s, %d thread(s):  zasync %6.0f   huey %6.0f'
-                  % (threads, median(('zasync', threads)),
-                     median(('huey', threads))))
+            print('  jobs/s, %d thread(s):  %s   huey %6.0f' % (
+                threads, '   '.join(
+                    'zasync%s %6.0f' % (grouped(group), median(
+                        ('zasync', threads, group))) for group in groups),
+                median(('huey', threads))))
         print('  enqueue jobs/s:       zasync %6.0f   huey %6.0f   '
               '(zasync %d per txn: %.0f)'
               % (median('zasync enqueue'), median('huey enqueue'),
@@ -523,10 +539,10 @@ def main(argv=None):
                       system, ms(p50[system]),
                       ms(percentile(samples, 0.99)), ms(max(samples)),
                       len(samples)))
-        ratios = ['%.2f (jobs/s, %d thread%s)' % (
-            median(('zasync', threads)) / median(('huey', threads)),
-            threads, '' if threads == 1 else 's')
-            for threads in threads_list]
+        ratios = ['%.2f (jobs/s, %d thread%s%s)' % (
+            median(('zasync', threads, group)) / median(('huey', threads)),
+            threads, '' if threads == 1 else 's', grouped(group))
+            for threads in threads_list for group in groups]
         ratios.append('%.2f (enqueue, 1 per txn/call)' % (
             median('zasync enqueue') / median('huey enqueue')))
         ratios.append('%.2f (latency p50; lower is faster)' % (
