@@ -2,6 +2,7 @@
 
     bin/py benchmarks/bench.py --storage zeo --workers 1|2 [--threads 3]
                                [--jobs 5000] [--latency-jobs 300]
+                               [--group-commit off|on [--group 50]]
     bin/py benchmarks/bench.py --storage relstorage --workers 2
 
 (``bench.py`` hands ``--storage zeo|relstorage`` over to this module.)
@@ -96,10 +97,15 @@ def run(args):
         print('ceiling (tiny commits/s, one client): %8.0f' % rate)
 
         # Workers whose agent has no threads yet.
+        group = getattr(args, 'group_commit', 'off').split(',')[0]
+        group_size = getattr(args, 'group', 50) if group == 'on' else 1
+        print('group commits: %s' % ('on (%d)' % group_size
+                                     if group_size > 1 else 'off'))
         for n in range(args.workers):
             workers.append(WorkerProcess(
                 uri, 'worker-%d' % n, directory,
-                OPTIONS + ['--agent', 'main:0']).start())
+                OPTIONS + ['--agent', 'main:0',
+                           '--group-commit', str(group_size)]).start())
         conn = new_connection(db)
         tm = conn.transaction_manager
         for worker in workers:

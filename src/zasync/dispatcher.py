@@ -655,6 +655,7 @@ class Dispatcher:
                 self._stash_claim_failure(conn, queue_name, agent_name,
                                           result)
                 return result
+            _prefetch_parts(conn, claimed)
             items = []
             ids = []
             for job in claimed:
@@ -1035,6 +1036,27 @@ def _direct_oids(obj):
                 and not interfaces.IAgent.providedBy(value)):
             oids.add(value._p_oid)
     return oids
+
+
+#: the persistent parts of a job that running it loads
+_JOB_PARTS = ('args', 'kwargs', 'callbacks')
+
+
+def _prefetch_parts(conn, jobs):
+    """Ask the storage to load, in the background, the parts of the
+    claimed ``jobs`` that running them will need (ZEO: one round trip for
+    all, instead of one per part and job; other storages: nothing)."""
+    oids = []
+    for job in jobs:
+        for name in _JOB_PARTS:
+            part = getattr(job, name, None)
+            if getattr(part, '_p_changed', False) is None:   # a ghost
+                oids.append(part._p_oid)
+    if oids:
+        try:
+            conn.prefetch(oids)
+        except Exception:   # (an optimisation only)
+            utils.trace_log.debug('prefetching failed', exc_info=True)
 
 
 def _cancel_oids(queue):
