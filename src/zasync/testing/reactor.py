@@ -122,7 +122,20 @@ class Reactor:
     ``callFromThread`` may be called from any thread; the call runs at the
     reactor's current time, the next time the test lets time pass (or a
     waiter runs the due calls).  ``callInThread`` starts a real thread.
+    So does ``callWhenRunning`` on a running reactor (as zc.async's test
+    reactor did; Twisted's would call at once): a dispatcher activated on
+    it polls when the test lets time pass.
+
+    The test's thread plays the reactor thread, so after ``time_flies``
+    and ``time_passes`` ran calls, that thread sees what they committed:
+    if its current transaction (``transaction.manager``) holds no changes,
+    a new one begins (``sync_transactions``; False turns it off).  A
+    transaction with changes is never touched.
     """
+
+    #: after time passes, begin a new transaction in the calling thread if
+    #: its current one holds no changes (see the class docstring)
+    sync_transactions = True
 
     #: how long ``time_flies`` waits (real time) for worker threads to hand
     #: it calls before it moves the clock on; the wait ends early as soon as
@@ -174,7 +187,7 @@ class Reactor:
 
     def callWhenRunning(self, callable, *args, **kw):
         if self.running:
-            return callable(*args, **kw)
+            return self.callFromThread(callable, *args, **kw)
         self._when_running.append((callable, args, kw))
 
     def addSystemEventTrigger(self, phase, eventType, callable, *args, **kw):
@@ -270,7 +283,18 @@ class Reactor:
         if call is None:
             return False
         self._run(call)
+        self._sync_caller()
         return True
+
+    def _sync_caller(self):
+        """Begin a new transaction in the calling thread if its current one
+        holds no changes, so the test sees what the calls committed."""
+        if not self.sync_transactions or transaction.manager.explicit:
+            return
+        # The transaction package has no public "has changes" question;
+        # a data manager joins the transaction when it has changes.
+        if not getattr(transaction.get(), '_resources', True):
+            transaction.begin()
 
     def next_call_time(self):
         with self._cond:
@@ -300,6 +324,8 @@ class Reactor:
         if self.clock.now() < end:
             self.clock.set(end)
         count += self.run_due()
+        if count:
+            self._sync_caller()
         return count
 
     def _settle(self):

@@ -11,6 +11,7 @@ import uuid
 
 import transaction
 import zope.component
+from persistent.mapping import PersistentMapping
 import zope.component.testing
 import zope.interface
 from ZEO.Exceptions import ClientDisconnected
@@ -192,3 +193,69 @@ class ClockHelperTests(unittest.TestCase):
             self.assertIs(utils.get_clock(), utils.system_clock)
         finally:
             zope.component.testing.tearDown(self)
+
+
+class TestReactorTests(DatabaseFixture, unittest.TestCase):
+    """The test reactor: a dispatcher activated on it while it runs polls
+    when time passes, and the test's thread sees what the poll committed
+    (README_1)."""
+
+    queues = True
+    global_transaction = True
+
+    def test_activation_polls_when_time_flies(self):
+        zope.component.provideUtility(uuid.uuid4(), interfaces.IUUID)
+        reactor = testing.Reactor()
+        reactor.start()
+        dispatcher = zdispatcher.Dispatcher(self.db, reactor)
+        try:
+            dispatcher.activate()
+            self.assertEqual(len(dispatcher.polls), 0)
+            self.assertNotIn(dispatcher.UUID, self.queue.dispatchers)
+            self.assertEqual(reactor.time_flies(1), 1)
+            # no transaction.begin(): the reactor began one
+            self.assertIn(dispatcher.UUID, self.queue.dispatchers)
+        finally:
+            testing.tear_down_dispatcher(dispatcher)
+
+    def test_a_transaction_with_changes_is_kept(self):
+        self.root['box'] = PersistentMapping()
+        self.tm.commit()
+        reactor = testing.Reactor()
+        reactor.start()
+        try:
+            self.root['pending'] = 1
+            reactor.callLater(0, other_commit, self.db)
+            self.assertEqual(reactor.time_flies(1), 1)
+            self.assertEqual(self.root['pending'], 1)
+            self.assertNotIn('other', self.root['box'])
+            self.tm.commit()
+            self.assertEqual(self.root['box']['other'], 2)
+        finally:
+            reactor.stop()
+
+    def test_sync_can_be_turned_off(self):
+        self.root['box'] = PersistentMapping()
+        self.tm.commit()
+        reactor = testing.Reactor()
+        reactor.sync_transactions = False
+        reactor.start()
+        try:
+            self.assertNotIn('other', self.root['box'])
+            reactor.callLater(0, other_commit, self.db)
+            self.assertEqual(reactor.time_flies(1), 1)
+            self.assertNotIn('other', self.root['box'])
+            self.tm.begin()
+            self.assertEqual(self.root['box']['other'], 2)
+        finally:
+            reactor.stop()
+
+
+def other_commit(db):
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        conn.root()['box']['other'] = 2
+        tm.commit()
+    finally:
+        conn.close()
