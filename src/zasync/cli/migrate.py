@@ -4,13 +4,17 @@
 
     zasync migrate --file Data.fs [--output Migrated.fs] [--dry-run]
     zasync migrate --file Data.fs --in-place
-    zasync migrate --file main=Data.fs --file async=async.fs --output-dir DIR
+    zasync migrate --file Data.fs --file async=async.fs --output-dir DIR
+    zasync migrate --zope-conf etc/zope.conf --output-dir DIR
     zasync migrate --zodb zeo://host:port --in-place
 
 ``--file`` names a FileStorage written by zc.async on Python 2 (or already
 converted by ``zodbupdate --convert-py3``); several ``--file NAME=PATH``
-are the members of one multi-database (the first is the main database;
-the names are the database names the cross-database references use).
+are the members of one multi-database (the first is the main database,
+whose name may be left out: it is then the one the other members'
+references give it; the names are the database names the cross-database
+references use).  ``--zope-conf`` takes the FileStorages of a zope.conf's
+``<zodb>`` sections, named as Zope names them (the unnamed one ``''``).
 The input is never written unless ``--in-place`` says so: the default
 output of ``Data.fs`` is ``Data.zasync.fs`` beside it.  ``--dry-run``
 reports what would change and keeps nothing.  ``--zodb`` converts a
@@ -21,12 +25,14 @@ ends with a summary line; an error is one line and exit status 1.
 import os
 import sys
 
+from zasync import utils
 from zasync.cli.common import CommandLineError
 from zasync.cli.common import UsageError
 from zasync.cli.common import open_uri
 from zasync.cli.output import Bar
 
-__all__ = ['add_commands', 'default_output', 'migrate', 'parse_file']
+__all__ = ['add_commands', 'default_output', 'migrate', 'parse_file',
+           'zope_conf_sources']
 
 
 def parse_file(text):
@@ -43,7 +49,60 @@ def default_output(path):
     return stem + '.zasync' + (ext or '.fs')
 
 
+def _storage_type(factory):
+    try:
+        return factory.config.getSectionType()
+    except AttributeError:
+        return type(factory).__name__
+
+
+def zope_conf_sources(path):
+    """``[(database name, FileStorage path)]`` of the ``<zodb>`` sections
+    of the zope.conf ``path`` (read with the zope.conf schema the other
+    commands use; nothing is opened), and the notes to print: a
+    ``UsageError`` (one line) for a missing or broken file, no ``<zodb>``
+    section, or a database that is not a plain ``<filestorage>``."""
+    import ZODB.config
+    if not os.path.exists(path):
+        raise UsageError('no such configuration file: %s' % (path,))
+    try:
+        from zasync import runner
+    except ImportError as e:
+        raise UsageError('--zope-conf needs the Zope packages (pip install '
+                         '"zasync[zope]"): %s' % (utils.one_line(e),))
+    try:
+        options = runner.load_options(path)
+    except Exception as e:
+        raise UsageError('%s: %s' % (path, utils.one_line(e)))
+    factories = list(options.databases or ())
+    if not factories:
+        raise UsageError('%s has no <zodb> section' % (path,))
+    sources, notes = [], []
+    for factory in factories:
+        name = factory.name or ''
+        where = ('database %r' % name) if name else 'the main database'
+        storage = factory.config.storage
+        if not isinstance(storage, ZODB.config.FileStorage):
+            raise UsageError(
+                '%s of %s is a <%s> storage, not a <filestorage>: zasync '
+                'migrate --zope-conf reads FileStorage files (convert other '
+                'storages with zodbupdate --convert-py3, then zasync migrate '
+                '--zodb URI --in-place)' % (where, path,
+                                            _storage_type(storage)))
+        file_path = os.path.abspath(storage.config.path)
+        blob_dir = getattr(storage.config, 'blob_dir', None)
+        if blob_dir:
+            notes.append('%s has blobs in %s: blob files are not pickles '
+                         'and are not converted; keep that directory for '
+                         'the migrated %s' % (where, blob_dir,
+                                              os.path.basename(file_path)))
+        sources.append((name, file_path))
+    return sources, notes
+
+
 def _sources(args):
+    if args.zope_conf:
+        return zope_conf_sources(args.zope_conf)
     sources = []
     for index, text in enumerate(args.file):
         name, path = parse_file(text)
@@ -52,9 +111,10 @@ def _sources(args):
                 raise CommandLineError(
                     'with several --file, name each member but the first '
                     '(--file async=async.fs)')
-            name = 'main' if len(args.file) > 1 else 'unnamed'
+            # (the main one of several: named as the others refer to it)
+            name = None if len(args.file) > 1 else 'unnamed'
         sources.append((name, path))
-    return sources
+    return sources, []
 
 
 def _outputs(args, sources):
@@ -77,11 +137,14 @@ def _check(args):
         if value]
     if len(given) > 1:
         raise CommandLineError('%s do not go together' % ' and '.join(given))
-    if args.zodb and args.file:
-        raise CommandLineError('--file and --zodb do not go together')
-    if not args.zodb and not args.file:
-        raise CommandLineError('say which database: --file PATH (or --zodb '
-                               'URI)')
+    inputs = [option for option, value in (
+        ('--file', args.file), ('--zope-conf', args.zope_conf),
+        ('--zodb', args.zodb)) if value]
+    if len(inputs) > 1:
+        raise CommandLineError('%s do not go together' % ' and '.join(inputs))
+    if not inputs:
+        raise CommandLineError('say which database: --file PATH (or '
+                               '--zope-conf FILE, --zodb URI)')
     if args.zodb and not (args.in_place or args.dry_run):
         raise CommandLineError('--zodb converts the database in place: say '
                                '--in-place (or --dry-run)')
@@ -91,9 +154,14 @@ def _check(args):
     if args.file and len(args.file) > 1 and args.output:
         raise CommandLineError('several --file need --output-dir DIR (or '
                                '--in-place)')
+    if args.zope_conf and args.output:
+        raise CommandLineError('--zope-conf needs --output-dir DIR (or '
+                               '--in-place, --dry-run)')
 
 
-def _print_report(report, args, out):
+def _print_report(report, args, out, notes=()):
+    for note in notes:
+        print(note, file=out)
     if args.verbose or args.dry_run:
         for line in report.lines():
             print(line, file=out)
@@ -111,6 +179,7 @@ def migrate(args):
     from zasync import migration   # (zodbupdate: the migrate extra)
     _check(args)
     bar = Bar(sys.stderr)
+    notes = ()
 
     def progress(done, total, what):
         bar.show(done, total, '%s %d/%d' % (what, done, total))
@@ -124,7 +193,7 @@ def migrate(args):
             finally:
                 db.close()
         else:
-            sources = _sources(args)
+            sources, notes = _sources(args)
             outputs = _outputs(args, sources)
             report = migration.migrate(sources, outputs,
                                        dry_run=args.dry_run,
@@ -133,8 +202,8 @@ def migrate(args):
         bar.end()
         raise UsageError(str(e))
     bar.end()
-    _print_report(report, args, sys.stdout)
-    if not args.dry_run and args.file:
+    _print_report(report, args, sys.stdout, notes)
+    if not args.dry_run and not args.zodb:
         for output in outputs:
             print('wrote %s' % output)
     return 1 if report.problems else 0
@@ -148,6 +217,10 @@ def add_commands(subparsers):
         '--file', action='append', default=[], metavar='[NAME=]PATH',
         help='a FileStorage written by zc.async (repeat with NAME=PATH for '
              'the members of a multi-database; the first is the main one)')
+    parser.add_argument(
+        '--zope-conf', metavar='FILE',
+        help='the FileStorages of the <zodb> sections of a zope.conf (a '
+             'multi-database: converted together, named as in the file)')
     parser.add_argument(
         '--zodb', metavar='URI',
         help='a database zodbupdate --convert-py3 already converted (ZEO, '

@@ -38,6 +38,7 @@ from zasync.migration import objects
 from zasync.migration import rules
 from zasync.migration.records import RecordConverter
 from zasync.migration.records import class_of
+from zasync.migration.records import referred_databases
 
 __all__ = ['IMigrationReport', 'migrate', 'migrate_storage',
            'MigrationError', 'Report', 'RENAMES']
@@ -204,9 +205,11 @@ def _oids(storage):
             return
 
 
-def _convert_records(source, target, report, progress, in_place=False):
+def _convert_records(source, target, report, progress, in_place=False,
+                     referred=None):
     """Step 1: every current record of ``source`` stored in ``target``
-    (``in_place``: the same storage) pickled again."""
+    (``in_place``: the same storage) pickled again; the names of the
+    other databases its records refer to are added to ``referred``."""
     total = len(source)
     done = 0
     with RecordConverter() as converter:
@@ -218,6 +221,8 @@ def _convert_records(source, target, report, progress, in_place=False):
             except ZODB.POSException.POSKeyError:
                 continue   # (its creation undone)
             old_class = class_of(data)
+            if referred is not None:
+                referred |= referred_databases(data)
             new, problem = converter.convert(oid, data)
             report.count(old_class, class_of(new) if not problem else '?')
             if problem:
@@ -320,7 +325,10 @@ def _remove(path):
 def migrate(sources, outputs=None, dry_run=False, progress=None):
     """Convert the FileStorage files ``sources`` -- ``[(name, path)]``:
     the database names of a multi-database (the first one is the main
-    one; a single database is ``[('unnamed', path)]``) -- into ``outputs``
+    one; a single database is ``[('unnamed', path)]``; the main one's
+    name may be ``None``: then it is the name the other members' references
+    give it, or ``''``, as Zope names the unnamed ``<zodb>``; a reference
+    to a database that is not given is an error) -- into ``outputs``
     (paths, one per source; the same path as the source converts in
     place, after everything else succeeded).  ``dry_run``: nothing is
     kept.  ``progress(done, total, what)`` is called as it goes.  Return
@@ -328,7 +336,9 @@ def migrate(sources, outputs=None, dry_run=False, progress=None):
     done."""
     if not sources:
         raise MigrationError('no database to migrate')
-    names = [name for name, path in sources]
+    names = [name for name, path in sources if name is not None]
+    if any(name is None for name, path in sources[1:]):
+        raise MigrationError('name every member database but the main one')
     if len(set(names)) != len(names):
         raise MigrationError('database names must differ: %s'
                              % ', '.join(names))
@@ -376,6 +386,7 @@ def migrate(sources, outputs=None, dry_run=False, progress=None):
 def _migrate_files(sources, outputs, dry_run, progress, report, workdirs,
                    temps):
     db = None
+    referred = []
     try:
         for index, (name, path) in enumerate(sources):
             where = (os.path.dirname(os.path.abspath(outputs[index]))
@@ -385,12 +396,15 @@ def _migrate_files(sources, outputs, dry_run, progress, report, workdirs,
             source = _working_copy(path, workdir)
             temp = os.path.join(workdir, 'migrated.fs')
             target = ZODB.FileStorage.FileStorage(temp, create=True)
+            referred.append(set())
             try:
-                _convert_records(source, target, report, progress)
+                _convert_records(source, target, report, progress,
+                                 referred=referred[-1])
             finally:
                 _close(source, target)
             _remove(os.path.join(workdir, 'source.fs'))
             temps.append(temp)
+        sources = _named(sources, referred, report)
         databases = {}
         for (name, path), temp in zip(sources, temps):
             storage = ZODB.FileStorage.FileStorage(temp)
@@ -419,6 +433,35 @@ def _migrate_files(sources, outputs, dry_run, progress, report, workdirs,
         if db is not None:
             for member in list(db.databases.values()):
                 _close(member)
+
+
+def _named(sources, referred, report):
+    """``sources`` with the main database's name found (if it is
+    ``None``); ``MigrationError`` if a member refers to a database that
+    is not given."""
+    given = {name for name, path in sources if name is not None}
+    unknown = set().union(*referred) - given
+    if sources[0][0] is None:
+        if len(unknown) > 1:
+            raise MigrationError(
+                'the databases refer to databases %s, which are not given: '
+                'name the main one (--file NAME=PATH) and give the others'
+                % ', '.join(repr(name) for name in sorted(unknown)))
+        name = unknown.pop() if unknown else ''
+        sources = [(name, sources[0][1])] + list(sources[1:])
+    names = {name for name, path in sources}
+    for (name, path), names_referred in zip(sources, referred):
+        missing = sorted(names_referred - names - {name})
+        if missing:
+            raise MigrationError(
+                '%s refers to objects in a database named %r, which is not '
+                'given: migrate the members of a multi-database together '
+                '(--file %s=PATH)' % (path, missing[0], missing[0] or 'NAME'))
+    if len(sources) > 1:
+        report.note('databases: %s' % ', '.join(
+            '%r (%s)' % (name, os.path.basename(path))
+            for name, path in sources))
+    return sources
 
 
 def migrate_storage(db, dry_run=False, progress=None):

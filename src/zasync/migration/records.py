@@ -18,7 +18,8 @@ from zodbupdate.serialize import ObjectRenamer
 
 from zasync.migration.rules import GlobalRenames
 
-__all__ = ['class_of', 'convert_state', 'RecordConverter']
+__all__ = ['class_of', 'convert_state', 'RecordConverter',
+           'referred_databases']
 
 UTC = datetime.timezone.utc
 
@@ -136,6 +137,34 @@ def class_of(data):
             and all(isinstance(p, str) for p in meta)):
         return '%s.%s' % meta
     return '?'
+
+
+def referred_databases(data):
+    """The names of the other databases a record's references name (the
+    cross-database references of a multi-database: ``['m', (name, oid,
+    class)]``, ``['n', (name, oid)]``, ``['w', (oid, name)]``), read
+    without importing anything."""
+    found = []
+    unpickler = zodbpickle.pickle.Unpickler(io.BytesIO(data),
+                                            encoding='utf-8',
+                                            errors='bytes')
+    unpickler.persistent_load = found.append
+    try:
+        unpickler.noload()
+        unpickler.noload()
+    except Exception:
+        pass   # (reported by the conversion itself)
+    names = set()
+    for reference in found:
+        if not isinstance(reference, list) or len(reference) != 2:
+            continue
+        mode, information = reference
+        if mode in ('m', 'n') and information:
+            names.add(information[0])
+        elif mode == 'w' and len(information) == 2:
+            names.add(information[1])
+    return {name.decode('utf-8', 'replace') if isinstance(name, bytes)
+            else name for name in names}
 
 
 class _Missing(logging.Handler):
