@@ -530,9 +530,10 @@ class AgentThreadPool:
     # -- stopping running jobs ----------------------------------------------
 
     #: seconds between two deliveries of the exception that stops a job
-    #: (the first may be missed: CPython 3.11 and 3.12 keep one flag for
-    #: all threads' pending exceptions), and how many deliveries a job's
-    #: thread gets before it is given up on as stuck in C code
+    #: (each waits ``timeouts.DELIVERY_WINDOW`` for the thread to come out,
+    #: then takes the exception back: the thread is in C code), and how
+    #: many deliveries a job's thread gets before it is given up on as
+    #: stuck in C code
     stop_interval = 0.25
     stop_attempts = 6
 

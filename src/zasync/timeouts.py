@@ -14,16 +14,23 @@ nothing it wrote commits).
 
 An asynchronous exception is delivered between two bytecodes: a thread
 blocked in C code (``time.sleep``, a socket read, a lock) gets it only
-when that call returns.  Such a thread is given up on: ``abandon(ident,
-token)`` withdraws the exception (so that the interpreter stops looking
-for it) and marks the run; whenever the callable returns or raises, its
-thread gets ``Abandoned``, which no job code catches (a
+when that call returns.  So an exception is never left pending: the
+sender waits a moment (``DELIVERY_WINDOW``) for the thread to leave the
+callable, and else takes it back; ``resend`` tries again.  (A pending
+asynchronous exception sets a flag of the whole interpreter; in CPython
+3.11, under a tracing function -- coverage, a debugger -- every other
+thread that enters a Python function then loops on that flag until it
+clears.  So the sender calls no Python function until it has taken the
+exception back.)  A thread that never comes out is given up on:
+``abandon(ident, token)`` marks the run; whenever the callable returns or
+raises, its thread gets ``Abandoned``, which no job code catches (a
 ``BaseException``) and which ends the worker thread without writing
 anything: meanwhile another thread has failed the job.
 """
 import contextlib
 import ctypes
 import threading
+import time
 
 from zasync import interfaces
 
@@ -43,17 +50,15 @@ _sent = {}        # thread ident -> the error class sent to it
 _abandoned = {}   # thread ident -> token of the run given up on
 _assigned = threading.local()
 
+#: seconds a sender waits for the thread to leave the callable before it
+#: takes the exception back
+DELIVERY_WINDOW = 0.05
+
 
 def assign(token):
     """The callable the current thread runs next (in ``running()``) may
     be stopped as ``token`` (None: it may not)."""
     _assigned.token = token
-
-
-def _set_async_exc(ident, exc_type):
-    exc = ctypes.py_object(exc_type) if exc_type is not None else None
-    return ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(ident), exc)
 
 
 class _Clear(BaseException):
@@ -68,20 +73,42 @@ def _spin():
     return count
 
 
-def _withdraw(ident):
-    """Take back the exception sent to the thread ``ident``, and clear the
-    interpreter-wide signal that an asynchronous exception is pending.
+def _deliver(ident, token, error, window=None):
+    """Raise ``error`` in the thread ``ident``, and wait up to ``window``
+    seconds for it to leave the callable of ``token``; if it has not,
+    take the exception back (and clear the interpreter's signal that one
+    is pending).  Return whether the thread left the callable.
 
-    (``PyThreadState_SetAsyncExc(ident, NULL)`` alone leaves the signal
-    set, and every thread then checks for pending work between every two
-    bytecodes; only a thread that receives an exception clears it: so
-    this one sends one to itself and lets it arrive.)"""
+    Between sending and taking back, this frame calls no Python function
+    (see the module): only C functions, whose names are looked up
+    before."""
+    if window is None:
+        window = DELIVERY_WINDOW
+    set_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    target = ctypes.c_ulong(ident)
+    exception = ctypes.py_object(error)
+    me = ctypes.c_ulong(threading.get_ident())
+    clear = ctypes.py_object(_Clear)
+    running = _running
+    sleep = time.sleep
+    clock = time.monotonic
+    deadline = clock() + window
+    set_exc(target, exception)
+    while clock() < deadline:
+        if running.get(ident) is not token:
+            return True
+        sleep(0.0005)
+    # Not out: take it back.  (Withdrawing leaves the interpreter's flag
+    # set; only a thread that receives an exception clears it: this one
+    # sends one to itself, and lets it arrive.)
+    set_exc(target, None)
     try:
-        _set_async_exc(ident, None)
-        _set_async_exc(threading.get_ident(), _Clear)
-        _spin()
+        set_exc(me, clear)
+        for _ in range(1000):
+            pass
     except _Clear:
         pass
+    return running.get(ident) is not token
 
 
 def _finish(ident, token):
@@ -151,26 +178,27 @@ def stop(ident, token, error, before=None):
     """Raise ``error`` (a class) in the thread ``ident`` if it still runs
     the callable of ``token``, after calling ``before()`` (the thread
     cannot leave the callable meanwhile: ``before`` may doom the
-    callable's transaction); return whether it did.  A second stop of the
-    same run sends nothing more (the first error stays)."""
+    callable's transaction); return whether it did (the exception may
+    not have arrived: see ``stopping`` and ``resend``).  A second stop of
+    the same run sends nothing more (the first error stays)."""
     with _lock:
         if _running.get(ident) != token or ident in _sent:
             return False
         if before is not None:
             before()
         _sent[ident] = error
-        return _set_async_exc(ident, error) == 1
+    _deliver(ident, token, error)
+    return True
 
 
 def abandon(ident, token):
     """Give up on the run ``token`` if the thread ``ident`` is still in its
-    callable after a stop: withdraw the exception sent (the thread must be
-    stuck in C code), and make the callable raise ``Abandoned`` whenever
-    it ends.  Return whether the run was abandoned."""
+    callable after a stop (it must be stuck in C code): make the callable
+    raise ``Abandoned`` whenever it ends.  Return whether the run was
+    abandoned."""
     with _lock:
         if _running.get(ident) != token or ident not in _sent:
             return False
-        _withdraw(ident)
         del _running[ident]
         _abandoned[ident] = token
         return True
@@ -178,13 +206,14 @@ def abandon(ident, token):
 
 def resend(ident, token):
     """Deliver the exception sent to the run ``token`` of the thread
-    ``ident`` again, if it has not left its callable (one thread's
-    arrival clears the pending signal of all in CPython 3.11 and 3.12,
-    so another's may wait); return whether it did."""
+    ``ident`` again, if it has not left its callable (it was in C code
+    when it was sent, and was taken back); return whether the thread left
+    the callable now."""
     with _lock:
         if _running.get(ident) != token or ident not in _sent:
             return False
-        return _set_async_exc(ident, _sent[ident]) == 1
+        error = _sent[ident]
+    return _deliver(ident, token, error)
 
 
 def stopping(ident, token):
