@@ -180,6 +180,7 @@ def migrate(args):
     _check(args)
     bar = Bar(sys.stderr)
     notes = ()
+    made = None   # (an --output-dir made here: removed on failure)
 
     def progress(done, total, what):
         bar.show(done, total, '%s %d/%d' % (what, done, total))
@@ -195,11 +196,16 @@ def migrate(args):
         else:
             sources, notes = _sources(args)
             outputs = _outputs(args, sources)
+            if args.output_dir and not os.path.exists(args.output_dir):
+                os.makedirs(args.output_dir)
+                made = args.output_dir
             report = migration.migrate(sources, outputs,
                                        dry_run=args.dry_run,
                                        progress=progress)
     except migration.MigrationError as e:
         bar.end()
+        if made is not None:
+            os.rmdir(made)
         raise UsageError(str(e))
     bar.end()
     _print_report(report, args, sys.stdout, notes)
