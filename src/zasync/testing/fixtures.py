@@ -69,6 +69,17 @@ class DatabaseFixture:
             self.queue = queues[''] = Queue()
             self.tm.commit()
 
+    def committed_root(self):
+        """The database's root as committed now (a dict), read in a
+        connection of its own."""
+        tm = transaction.TransactionManager()
+        conn = self.db.open(transaction_manager=tm)
+        try:
+            return dict(conn.root())
+        finally:
+            tm.abort()
+            conn.close()
+
     def tearDown(self):
         self.tm.abort()
         self.conn.close()

@@ -147,6 +147,18 @@ class WorkerProcess:
         return '<WorkerProcess %s pid %s>' % (self.name, self.pid)
 
 
+def run_main(*args):
+    """Run the ``zasync`` command ``ARGS`` in this process (``zasync.cli.
+    main``); return ``(exit status, stdout text, stderr text)``."""
+    import contextlib
+    import io
+    from zasync import cli
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(list(args))
+    return status, out.getvalue(), err.getvalue()
+
+
 def run_command(*args, timeout=120, cwd=None, **env):
     """Run ``python -m zasync ARGS`` to its end (``timeout`` seconds at
     most) in a child process that imports what we import; ``env`` adds to

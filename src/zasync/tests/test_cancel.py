@@ -74,15 +74,6 @@ class CancelTests(DispatcherFixture, unittest.TestCase):
 
     agent_size = 1
 
-    def committed_root(self):
-        tm = transaction.TransactionManager()
-        conn = self.db.open(transaction_manager=tm)
-        try:
-            return dict(conn.root())
-        finally:
-            tm.abort()
-            conn.close()
-
     def in_other_connection(self, job, func):
         """``func(job)`` with the job loaded in a connection of its own,
         committed (as another process would)."""
@@ -163,7 +154,6 @@ class CancelTests(DispatcherFixture, unittest.TestCase):
 class CancelSerialTests(DispatcherFixture, unittest.TestCase):
 
     agent_size = 3
-    committed_root = CancelTests.committed_root
     in_other_connection = CancelTests.in_other_connection
 
     def test_cancelling_a_serial_job_cancels_its_parts(self):
@@ -235,8 +225,6 @@ class StuckInCTests(DispatcherFixture, unittest.TestCase):
         self.assertNotIn('late', root)
         self.tm.begin()
         self.assertTrue(stuck.result.check(interfaces.JobTimeoutError))
-
-    committed_root = CancelTests.committed_root
 
     def test_a_cancelled_job_stuck_in_c_fails_too(self):
         stuck = self.queue.put(Job(jobs.write_then_block, 'b'))

@@ -15,6 +15,7 @@ import ZODB.FileStorage
 from zasync import cli
 from zasync import interfaces
 from zasync.job import Job
+from zasync.testing.processes import run_main
 from zasync.queue import install_queues
 
 
@@ -41,10 +42,7 @@ class ManageCommandTests(unittest.TestCase):
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def zasync(self, *args):
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            status = cli.main(list(args))
-        return status, out.getvalue(), err.getvalue()
+        return run_main(*args)
 
     def queue_state(self):
         db = ZODB.DB(ZODB.FileStorage.FileStorage(self.path, read_only=True))

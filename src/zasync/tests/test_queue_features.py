@@ -1,8 +1,6 @@
 """Priorities, unique keys, pausing and retrying: the edge cases (the
 narrative is ``docs/features.rst``)."""
-import contextlib
 import datetime
-import io
 import operator
 import os
 import shutil
@@ -15,10 +13,10 @@ import ZODB.FileStorage
 import ZODB.POSException
 
 from zasync import actions
-from zasync import cli
 from zasync import interfaces
 from zasync import utils
 from zasync.job import Job
+from zasync.testing.processes import run_main
 from zasync.queue import Queue
 from zasync.queue import install_queues
 from zasync import testing
@@ -241,10 +239,7 @@ class CommandTests(unittest.TestCase):
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def zasync(self, *args):
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            status = cli.main(list(args))
-        return status, out.getvalue(), err.getvalue()
+        return run_main(*args)
 
     def test_pause_and_resume(self):
         self.assertEqual(self.zasync('pause', '--zodb', self.uri),

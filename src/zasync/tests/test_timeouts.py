@@ -8,8 +8,6 @@ import datetime
 import operator
 import unittest
 
-import transaction
-
 import zasync.agent
 import zasync.dispatcher
 from zasync import interfaces
@@ -75,15 +73,6 @@ class TimeoutSettingTests(DatabaseFixture, unittest.TestCase):
 class DispatchedTimeoutTests(DispatcherFixture, unittest.TestCase):
 
     agent_size = 1
-
-    def committed_root(self):
-        tm = transaction.TransactionManager()
-        conn = self.db.open(transaction_manager=tm)
-        try:
-            return dict(conn.root())
-        finally:
-            tm.abort()
-            conn.close()
 
     def test_a_looping_job_is_stopped_and_its_writes_discarded(self):
         looping = self.queue.put(Job(jobs.write_then_loop, 'x'), timeout=0.3)

@@ -1,7 +1,6 @@
 """``zasync worker`` and the inspection commands, as real processes on a
 real ZEO server (and in-process on a FileStorage for the inspection
 commands' details)."""
-import contextlib
 import io
 import json
 import os
@@ -18,6 +17,7 @@ import ZODB.FileStorage
 from zasync import interfaces
 from zasync.job import Job
 from zasync.testing.processes import run_command
+from zasync.testing.processes import run_main
 from zasync.testing.processes import WorkersTestCase
 from zasync.testing.processes import new_connection
 from zasync.testing.processes import wait_for_worker
@@ -260,11 +260,7 @@ class InspectionTests(unittest.TestCase):
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def run_cli(self, *args):
-        from zasync import cli
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            status = cli.main(list(args))
-        return status, out.getvalue(), err.getvalue()
+        return run_main(*args)
 
     def make_database(self):
         from zasync.queue import Queue, Queues
