@@ -18,8 +18,8 @@ from zodbupdate.serialize import ObjectRenamer
 
 from zasync.migration.rules import GlobalRenames
 
-__all__ = ['class_of', 'convert_state', 'RecordConverter',
-           'referred_databases']
+__all__ = ['class_of', 'convert_state', 'fix_multi_oid_references',
+           'RecordConverter', 'referred_databases']
 
 UTC = datetime.timezone.utc
 
@@ -139,11 +139,8 @@ def class_of(data):
     return '?'
 
 
-def referred_databases(data):
-    """The names of the other databases a record's references name (the
-    cross-database references of a multi-database: ``['m', (name, oid,
-    class)]``, ``['n', (name, oid)]``, ``['w', (oid, name)]``), read
-    without importing anything."""
+def _references(data):
+    """The persistent ids of a record, read without importing anything."""
     found = []
     unpickler = zodbpickle.pickle.Unpickler(io.BytesIO(data),
                                             encoding='utf-8',
@@ -154,6 +151,80 @@ def referred_databases(data):
         unpickler.noload()
     except Exception:
         pass   # (reported by the conversion itself)
+    return found
+
+
+def _multi_oid_references(data):
+    """``(ZODB 3's ['n', ...], zodbupdate's broken ['m', (name, oid)])``
+    in the record: how many."""
+    found = [ref for ref in _references(data)
+             if isinstance(ref, list) and len(ref) == 2]
+    return (sum(1 for mode, info in found if mode == 'n'),
+            sum(1 for mode, info in found
+                if mode == 'm' and isinstance(info, tuple)
+                and len(info) == 2))
+
+
+_STRING_OPS = ('BINUNICODE', 'SHORT_BINUNICODE', 'UNICODE', 'BINUNICODE8')
+_PUT_OPS = ('BINPUT', 'LONG_BINPUT', 'PUT', 'MEMOIZE')
+_GET_OPS = ('BINGET', 'LONG_BINGET', 'GET')
+
+
+def fix_multi_oid_references(data):
+    """``data`` (a record zodbupdate pickled for Python 3) with every
+    ``['m', (name, oid)]`` made ``['n', (name, oid)]``.
+
+    ZODB 3 wrote a reference to an object of another database whose class
+    has ``__getnewargs__`` without the class, ``['n', (name, oid)]``;
+    zodbupdate 3.0 pickles it again as ``['m', (name, oid)]``, which ZODB
+    cannot load (``'m'`` needs the class).  After the opcode that pushed
+    the ``'m'`` (and its memo entry, which other references may use) a
+    POP and an ``'n'`` are inserted."""
+    import pickletools
+    ops = []
+    start = 0
+    while start < len(data):
+        part = list(pickletools.genops(io.BytesIO(data[start:])))
+        ops.extend((op.name, op, arg, pos + start) for op, arg, pos in part)
+        start += part[-1][2] + 1
+    memo, marks, inserts = {}, [], []
+    memo_count = 0
+    previous = None
+    for index, (name, op, arg, pos) in enumerate(ops):
+        if name == 'MARK':
+            marks.append(index)
+        elif pickletools.markobject in op.stack_before:
+            mark = marks.pop()
+            if name == 'APPENDS' and ops[index + 1][0] == 'BINPERSID':
+                inner = [o for o in ops[mark + 1:index] if o[0] not in
+                         _PUT_OPS]
+                first = ops[mark + 1]
+                mode = (first[2] if first[0] in _STRING_OPS else
+                        memo.get(first[2]) if first[0] in _GET_OPS else None)
+                if (len(inner) >= 2 and mode == 'm'
+                        and inner[-1][0] == 'TUPLE2'):
+                    after = mark + 2
+                    while ops[after][0] in _PUT_OPS:
+                        after += 1
+                    inserts.append(ops[after][3])
+        if name in _PUT_OPS:
+            key = memo_count if name == 'MEMOIZE' else arg
+            memo_count += name == 'MEMOIZE'
+            memo[key] = previous
+            continue
+        previous = (arg if name in _STRING_OPS else
+                    memo.get(arg) if name in _GET_OPS else None)
+    for position in reversed(inserts):
+        data = data[:position] + b'0X\x01\x00\x00\x00n' + data[position:]
+    return data
+
+
+def referred_databases(data):
+    """The names of the other databases a record's references name (the
+    cross-database references of a multi-database: ``['m', (name, oid,
+    class)]``, ``['n', (name, oid)]``, ``['w', (oid, name)]``), read
+    without importing anything."""
+    found = _references(data)
     names = set()
     for reference in found:
         if not isinstance(reference, list) or len(reference) != 2:
@@ -199,6 +270,10 @@ class RecordConverter:
         logging.getLogger('zodbupdate.serialize').removeHandler(self.missing)
 
     def convert(self, oid, data):
+        multi_oid, broken = _multi_oid_references(data)
+        if broken:
+            # (zodbupdate already ran over it: make them 'n' again)
+            data = fix_multi_oid_references(data)
         try:
             new = self.renamer.rename(io.BytesIO(data))
         except Exception as e:
@@ -206,4 +281,7 @@ class RecordConverter:
         if new is None:
             return data, ('cannot be pickled again (object %s)'
                           % ZODB.utils.oid_repr(oid))
-        return new.getvalue(), None
+        new = new.getvalue()
+        if multi_oid or broken:
+            new = fix_multi_oid_references(new)
+        return new, None

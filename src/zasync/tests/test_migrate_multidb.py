@@ -53,6 +53,12 @@ process on them (``--zope-conf`` naming both databases, each served by
 a ZEO server so that the test watches): it rescues the dead dispatcher's
 job and runs the pending jobs to what zc.async's own reference run gives
 (``compare_with_reference``, job by job).
+
+``derive_multidb(..., class_free=oids)`` writes the references of some
+records across databases the way ZODB 3 did for a class with
+``__getnewargs__``, without the class (``['n', (name, oid)]``), which
+zodbupdate 3.0 alone pickles again as an ``'m'`` reference ZODB cannot
+load; ``MultiOidTests`` checks the repair on a Python 3 record.
 """
 import io
 import os
@@ -174,6 +180,14 @@ def cross_reference(data, ref, database):
             + data[ref.mark + 1:ref.end + 1] + b'e' + data[ref.end + 1:])
 
 
+def class_free_cross_reference(data, ref, database):
+    """``data`` with ``ref`` made the cross-database reference ZODB 3
+    wrote when the class has ``__getnewargs__``: ``['n', (database,
+    oid)]`` (the class's opcodes kept for the memo, then POPped)."""
+    return (data[:ref.mark] + b'](' + _short('n') + b'(' + _short(database)
+            + data[ref.mark + 1:ref.end] + b'0te' + data[ref.end + 1:])
+
+
 def _global(dotted):
     return b'c' + dotted.replace(' ', '\n').encode('ascii') + b'\n'
 
@@ -238,10 +252,12 @@ def _write(path, records, note):
         f.write(b'FS21')
 
 
-def derive_multidb(directory):
+def derive_multidb(directory, class_free=()):
     """Write ``Data.fs`` (main, ``''``) and ``async.fs`` (``async``) in
-    ``directory`` from the fixture (see the module's documentation).
-    Return ``{'main': oids, 'async': oids, 'fixture-jobs': oid}``."""
+    ``directory`` from the fixture (see the module's documentation); the
+    records of the oids ``class_free`` get class-free cross-database
+    references (``['n', ...]``).  Return ``{'main': oids, 'async': oids,
+    'fixture-jobs': oid}``."""
     work = tempfile.mkdtemp(prefix='derive-', dir=directory)
     try:
         source = copy_fixture(work)
@@ -264,7 +280,9 @@ def derive_multidb(directory):
         here = databases[oid]
         for ref in reversed(graph[oid]):
             if databases[ref.oid] != here:
-                data = cross_reference(data, ref, databases[ref.oid])
+                splice = (class_free_cross_reference if oid in class_free
+                          else cross_reference)
+                data = splice(data, ref, databases[ref.oid])
         result[oid] = data
     # the main root also holds the application's jobs, 'fixture-jobs'
     root = result[0]
@@ -570,6 +588,73 @@ class ConversionTests(MultiDatabaseCase):
         self.assertIn("async.fs refers to objects in a database named '', "
                       "which is not given", result.stderr)
         self.assertEqual(os.listdir(self.out), [])
+
+    def test_cross_database_references_without_class(self):
+        # ZODB 3 wrote ['n', (name, oid)] for an object whose class has
+        # __getnewargs__; zodbupdate alone would make it an 'm' reference
+        # without the class, which ZODB cannot load
+        shutil.rmtree(self.input)
+        os.mkdir(self.input)
+        derive_multidb(self.input, class_free={376})
+        from zasync.migration.records import fix_multi_oid_references
+        work = self.path('read')
+        os.mkdir(work)
+        copy = os.path.join(work, 'async.fs')
+        shutil.copyfile(os.path.join(self.input, 'async.fs'), copy)
+        with open(copy, 'r+b') as f:
+            f.write(b'FS30')
+        record = _records(copy)[376]
+        self.assertIn(b"](U\x01n(U\x00U\x08", record)
+        self.assertEqual(fix_multi_oid_references(b'N.'), b'N.')
+        result = self.command(
+            '--file', os.path.join(self.input, 'Data.fs'),
+            '--file', 'async=' + os.path.join(self.input, 'async.fs'),
+            '--output-dir', self.out)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.check_references(self.open_outputs())
+
+
+class MultiOidTests(unittest.TestCase):
+    """``['m', (name, oid)]`` (how zodbupdate 3.0 pickles ZODB 3's
+    ``['n', (name, oid)]`` again) made ``['n', ...]``, in a record pickled
+    for Python 3, where the ``'m'`` is memoized and used again by a proper
+    ``['m', (name, oid, class)]``."""
+
+    def record(self, *refs):
+        import zodbpickle.pickle
+        output = io.BytesIO()
+        pickler = zodbpickle.pickle.Pickler(output, 3)
+        pickler.persistent_id = lambda obj: (
+            obj if isinstance(obj, list) else None)
+        import persistent.mapping
+        pickler.dump(persistent.mapping.PersistentMapping)
+        pickler.dump({'data': {str(i): ref for i, ref in enumerate(refs)}})
+        return output.getvalue()
+
+    def test_fixed_and_converted(self):
+        import zodbpickle.pickle
+        from zasync.migration.records import RecordConverter
+
+        def references(data):
+            found = []
+            unpickler = zodbpickle.pickle.Unpickler(io.BytesIO(data))
+            unpickler.persistent_load = found.append
+            unpickler.noload()
+            unpickler.noload()
+            return found
+        oid = b'\0' * 7 + b'\x05'
+        mode = 'm'
+        data = self.record(['m', ('', oid)],
+                           ['m', ('async', oid, ('zc.async.job', 'Job'))],
+                           [mode, ('other', oid)])
+        self.assertIn(b'h', data)   # (BINGET: the memoized 'm')
+        with RecordConverter() as converter:
+            new, problem = converter.convert(oid, data)
+        self.assertIsNone(problem)
+        self.assertEqual(sorted(map(repr, references(new))), sorted([
+            repr(['n', ('', oid)]),
+            repr(['m', ('async', oid, ('zasync.job', 'Job'))]),
+            repr(['n', ('other', oid)])]))
 
 
 class ZopeConfTests(MultiDatabaseCase):
