@@ -61,6 +61,7 @@ zodbupdate 3.0 alone pickles again as an ``'m'`` reference ZODB cannot
 load; ``MultiOidTests`` checks the repair on a Python 3 record.
 """
 import io
+import json
 import os
 import pickletools
 import shutil
@@ -577,6 +578,29 @@ class ConversionTests(MultiDatabaseCase):
         self.assertEqual(app_jobs['pending-add'].status, interfaces.PENDING)
         self.assertEqual(conn.get_connection(ASYNC).get(
             ZODB.utils.p64(320)).status, interfaces.ACTIVE)
+        # zasync's inspection commands read the pair through a zope.conf
+        conf = write_zope_conf(self.path('migrated.conf'), [
+            (MAIN, file_storage(os.path.join(self.out, 'Data.fs'))),
+            (ASYNC, file_storage(os.path.join(self.out, 'async.fs')))])
+        listed = run_command('jobs', '--zope-conf', conf, '--limit', '0',
+                             '--json')
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        rows = {row['id']: row['status'] for row in json.loads(
+            listed.stdout)}
+        self.assertEqual((rows[370], rows[320], rows[378]),
+                         ('pending', 'active', 'pending'))
+        # the same jobs, statuses and places as the single database's
+        single = self.path('single.fs')
+        self.assertEqual(self.command('--file', copy_fixture(self.dir),
+                                      '--output', single).returncode, 0)
+        alone = run_command('jobs', '--zodb', 'file://' + single,
+                            '--limit', '0', '--json')
+
+        def summary(output):   # (a persistent argument's repr names its db)
+            return [(row['id'], row['status'], row['callable'],
+                     row['agent']) for row in json.loads(output)]
+        self.assertEqual(summary(listed.stdout), summary(alone.stdout))
+        self.assertEqual(len(summary(listed.stdout)), len(rows))
 
     def test_main_database_named_explicitly(self):
         # the references name the main database '': so must the command
