@@ -18,6 +18,7 @@
 Application tests use these too; none of it is imported by the engine.
 """
 from zasync import dispatcher as dispatcher_module
+from zasync.testing.compat import ClockDatetime
 from zasync.testing.compat import print_logs
 from zasync.testing.compat import set_now
 from zasync.testing.compat import setUpDatetime
@@ -35,6 +36,9 @@ from zasync.testing.waiters import wait_for_death
 from zasync.testing.waiters import wait_for_job_info
 from zasync.testing.waiters import wait_for_result
 from zasync.testing.waiters import wait_for_start
+
+#: zc.async's name of its ``datetime`` stand-in, which its own tests used
+_datetime = ClockDatetime
 
 __all__ = ['DelayedCall', 'ManualClock', 'Reactor', 'TearDownDispatcherError',
            'get_poll', 'print_logs', 'set_now', 'setUpDatetime',

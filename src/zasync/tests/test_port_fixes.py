@@ -189,6 +189,10 @@ class ClockHelperTests(unittest.TestCase):
                              real(2006, 8, 10, 15, 44, 22, 211, tzinfo=UTC))
             testing.set_now(real(2010, 1, 1))      # naive: UTC
             self.assertEqual(utils.now(), real(2010, 1, 1, tzinfo=UTC))
+            # zc.async's name of the stand-in (testing.txt)
+            self.assertIs(testing._datetime, testing.compat.ClockDatetime)
+            self.assertEqual(testing._datetime.now(tz=UTC),
+                             real(2010, 1, 1, tzinfo=UTC))
             testing.tearDownDatetime()
             self.assertIs(utils.get_clock(), utils.system_clock)
         finally:
