@@ -134,7 +134,7 @@ setup(
     include_package_data=True,
     package_data={
         'zasync': ['*.zcml'],
-        'zasync.tests': ['*.zcml'],
+        'zasync.tests': ['*.zcml', 'fixtures/*/*'],
         'zasync.web': ['templates/*.html', 'static/*'],
         'zasync.docs': ['*.rst'],
     },

@@ -2,9 +2,10 @@
 the edge cases, and the behaviour after migration compared job by job with
 what zc.async itself did on a copy (``reference-run.json``).
 
-The fixture folder is ``../shared/fixtures/zc.async-1.5.4-py27`` beside
-the checkout (``$ZASYNC_ZCASYNC_FIXTURE`` overrides it); every test works
-on copies of its ``Data.fs`` in a temporary directory.  Helpers here are
+The fixture folder is ``fixtures/zc.async-1.5.4-py27`` beside this module,
+a copy of the project's ``shared/fixtures`` one (``$ZASYNC_ZCASYNC_FIXTURE``
+overrides it); every test works on copies of its ``Data.fs`` in a
+temporary directory.  Helpers here are
 used by ``docs/migration.rst`` too.
 """
 import datetime
@@ -23,7 +24,6 @@ import ZODB
 import ZODB.FileStorage
 import ZODB.utils
 
-import zasync
 from zasync import interfaces
 from zasync.failure import Failure
 from zasync.migration import MigrationError
@@ -44,10 +44,10 @@ def fixture_dir():
     given = os.environ.get('ZASYNC_ZCASYNC_FIXTURE')
     if given:
         return given
-    checkout = os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(zasync.__file__))))
-    return os.path.join(os.path.dirname(checkout), 'shared', 'fixtures',
-                        FIXTURE_NAME)
+    # (a copy of ../shared/fixtures/zc.async-1.5.4-py27, kept with the
+    # tests so that a checkout, an sdist and an installed package test it)
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        'fixtures', FIXTURE_NAME)
 
 
 def load_json(name):
