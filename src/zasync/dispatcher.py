@@ -234,6 +234,9 @@ class Dispatcher:
         self._poll_soon_pending = False
         self._record_oids = frozenset()    # our DispatcherAgents records
         self._cancel_oids = frozenset()    # queues and their cancellations
+        #: (oid, database name) of jobs our agents hold whose cancellation
+        #: was seen before they ran (a group's older view would miss it)
+        self.cancelled_claims = set()
         self._cancel_check_pending = False
         self._pool_size_added = 0
         self.slot_timer = schedule.SlotTimer(self)   # periodic jobs
@@ -264,6 +267,7 @@ class Dispatcher:
         utils.events_log.info('attempting to activate dispatcher %s',
                               self.UUID)
         self.activated = utils.now()
+        self.cancelled_claims.clear()
         self.polls.clear()
         self.jobs.clear()
         self._activated_queues.clear()
@@ -759,7 +763,9 @@ class Dispatcher:
     def _check_cancellations(self):
         """(In the reactor) look for cancelled jobs in a thread."""
         self._cancel_check_pending = False
-        if self.activated and self.running_jobs():
+        if self.activated and any(
+                pool.outstanding for pools in list(self.queues.values())
+                for pool in list(pools.values())):
             self.reactor.callInThread(self._threaded_cancel_check)
 
     def _threaded_cancel_check(self):
@@ -769,11 +775,15 @@ class Dispatcher:
             self.watcher.await_last_commit()
             self.stopCancelledJobs(conn)
         except Exception:
-            utils.events_log.error('looking for cancelled jobs failed',
-                                   exc_info=True)
+            if self.activated:
+                utils.events_log.error('looking for cancelled jobs failed',
+                                       exc_info=True)
         finally:
-            conn.transaction_manager.abort()
-            conn.close()
+            try:
+                conn.transaction_manager.abort()
+                conn.close()
+            except Exception:   # (the database closed meanwhile)
+                pass
 
     def running_jobs(self):
         """``(pool, Run)`` of every job a worker thread runs now."""
@@ -784,15 +794,18 @@ class Dispatcher:
 
     def stopCancelledJobs(self, conn):
         """Stop the jobs our worker threads run whose cancellation was
-        committed (read in a new transaction of ``conn``); return how
-        many were stopped."""
-        running = self.running_jobs()
-        if not running:
-            return 0
+        committed (read in a new transaction of ``conn``), and note the
+        cancelled ones our agents hold that have not started
+        (``cancelled_claims``: they will not run); return how many were
+        stopped."""
         tm = conn.transaction_manager
         tm.begin()
         stopped = 0
         try:
+            # (noted first: a run that starts after this sees the note,
+            # one that started before is among the running)
+            self._note_cancelled_claims(conn)
+            running = self.running_jobs()
             for pool, run in running:
                 if run.stopped is not None:
                     continue
@@ -812,6 +825,24 @@ class Dispatcher:
         finally:
             tm.abort()
         return stopped
+
+    def _note_cancelled_claims(self, conn):
+        queues = conn.root().get(interfaces.KEY)
+        if queues is None:
+            return
+        for queue_name, pools in list(self.queues.items()):
+            queue = queues.get(queue_name)
+            record = queue.dispatchers.get(self.UUID) if queue else None
+            if record is None:
+                continue
+            for agent_name in list(pools):
+                agent = record.get(agent_name)
+                for job in (list(agent) if agent is not None else ()):
+                    try:
+                        if job.cancel_requested is not None:
+                            self.cancelled_claims.add(getId(job))
+                    except Exception:
+                        continue
 
     def _call_from_thread(self, call):
         try:

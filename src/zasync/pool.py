@@ -353,7 +353,8 @@ class AgentThreadPool:
         self.runs[run.ident] = run
         try:
             job = self._load(conn, oid, database_name)
-            if job.cancel_requested is not None:
+            if (job.cancel_requested is not None
+                    or (oid, database_name) in dispatcher.cancelled_claims):
                 # Cancelled after it was claimed: it does not run.
                 run.stopped = interfaces.CancelledError
                 info['cancelled'] = True
@@ -406,6 +407,8 @@ class AgentThreadPool:
                 run.timer.cancel()
             if self.runs.get(run.ident) is run:
                 del self.runs[run.ident]
+            if info['completed'] is not None:
+                dispatcher.cancelled_claims.discard((oid, database_name))
             local_module.local.job = None
             if run.ident not in self.abandoned:
                 self.jobids[ident] = None
@@ -433,6 +436,8 @@ class AgentThreadPool:
                 and not len(job.callbacks)
                 and job.effectiveTimeout() is None
                 and job.cancel_requested is None
+                and ((oid, database_name)
+                     not in self.dispatcher.cancelled_claims)
                 and not interfaces.IJob.providedBy(job.result))
         except Exception:
             return False
@@ -581,7 +586,7 @@ class AgentThreadPool:
         with self._lock:
             self._timers = [t for t in self._timers if t.is_alive()]
             self._timers.append(timer)
-        timer.start()
+            timer.start()   # (before stop() may join it)
 
     def _cancel_timers(self):
         with self._lock:
