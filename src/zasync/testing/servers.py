@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 
+from zasync.testing.waiters import wait
+
 LOOPBACK = '127.0.0.1'
 
 
@@ -189,11 +191,26 @@ class PostgreSQLServer:
         finally:
             log.close()
         wait_for_port(self.port, self.process, timeout, 'PostgreSQL')
-        self._run([os.path.join(self.bindir, 'pg_isready'), '-h', LOOPBACK,
-                   '-p', str(self.port), '-t', str(timeout)])
+        self._wait_until_ready(timeout)
         self._run([os.path.join(self.bindir, 'createdb'), '-h', LOOPBACK,
                    '-p', str(self.port), '-U', self.user, self.dbname])
         return self
+
+    def _wait_until_ready(self, timeout):
+        """Wait until the server accepts connections: ``pg_isready``
+        answers 1 at once while it is still starting (and 0 once ready)."""
+        argv = self._as_owner([
+            os.path.join(self.bindir, 'pg_isready'), '-h', LOOPBACK,
+            '-p', str(self.port), '-t', '5'])
+
+        def ready():
+            if self.process.poll() is not None:
+                raise RuntimeError('PostgreSQL exited (status %s); see %s'
+                                   % (self.process.returncode, self.log_path))
+            result = subprocess.run(argv, capture_output=True, text=True)
+            return True if result.returncode == 0 else None
+        wait(ready, timeout, 'PostgreSQL never accepted connections; see %s'
+             % self.log_path)
 
     @property
     def uri(self):
