@@ -33,7 +33,8 @@ from zasync.worker import forget_prefetched_oids_on_reconnect
 __all__ = ['ArgumentParser', 'CommandLineError', 'DEFAULT_DB', 'LOG_FORMAT',
            'MAX_SECONDS', 'ReadOnlyDatabase', 'UsageError',
            'add_database_arguments', 'check_member_databases',
-           'close_databases', 'configure_logging', 'open_uri',
+           'close_databases', 'configure_logging', 'load_zope_conf',
+           'open_uri',
            'open_zope_conf', 'open_zope_conf_read_only', 'positive_seconds',
            'print_json', 'seconds', 'uuid_from_file', 'zcml_error']
 
@@ -337,7 +338,7 @@ def _make_read_only(factory, where):
                          % (_section_type(factory), where))
 
 
-def _load_zope_conf(path):
+def load_zope_conf(path):
     """The options of the zope.conf ``path`` (``UsageError`` if there is
     none, or it is broken), with its ``path`` entries on ``sys.path``."""
     if not os.path.exists(path):
@@ -384,7 +385,7 @@ def open_zope_conf_read_only(path):
     without a read-only mode or an empty database is a ``UsageError``."""
     import ZODB.POSException
     path = os.path.abspath(path)
-    options = _load_zope_conf(path)
+    options = load_zope_conf(path)
     factories = list(options.databases or ())
     if not factories:
         raise UsageError('%s has no <zodb> section' % (path,))
@@ -546,7 +547,7 @@ def open_zope_conf(path, worker=False):
     (``<zasync:dispatcher>``) is refused before any database opens.
     """
     path = os.path.abspath(path)
-    options = _load_zope_conf(path)
+    options = load_zope_conf(path)
     import zope.app.appsetup.appsetup
     import zope.app.appsetup.product
     import zope.event

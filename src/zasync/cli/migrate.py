@@ -25,9 +25,9 @@ ends with a summary line; an error is one line and exit status 1.
 import os
 import sys
 
-from zasync import utils
 from zasync.cli.common import CommandLineError
 from zasync.cli.common import UsageError
+from zasync.cli.common import load_zope_conf
 from zasync.cli.common import open_uri
 from zasync.cli.output import Bar
 
@@ -63,17 +63,7 @@ def zope_conf_sources(path):
     ``UsageError`` (one line) for a missing or broken file, no ``<zodb>``
     section, or a database that is not a plain ``<filestorage>``."""
     import ZODB.config
-    if not os.path.exists(path):
-        raise UsageError('no such configuration file: %s' % (path,))
-    try:
-        from zasync import runner
-    except ImportError as e:
-        raise UsageError('--zope-conf needs the Zope packages (pip install '
-                         '"zasync[zope]"): %s' % (utils.one_line(e),))
-    try:
-        options = runner.load_options(path)
-    except Exception as e:
-        raise UsageError('%s: %s' % (path, utils.one_line(e)))
+    options = load_zope_conf(path)
     factories = list(options.databases or ())
     if not factories:
         raise UsageError('%s has no <zodb> section' % (path,))
