@@ -136,6 +136,8 @@ class Polls:
         self._lock = threading.Lock()
 
     def add(self, poll):
+        """Add ``poll`` as the newest, giving it its ``key`` (returns
+        nothing, as zc.async's did)."""
         with self._lock:
             key = utils.dt_to_long(utils.now()) + 15
             used = {p.key for p in self._polls}
@@ -143,7 +145,6 @@ class Polls:
                 key -= 1
             poll.key = key
             self._polls.appendleft(poll)
-        return poll
 
     def first(self):
         """The newest poll, or None."""

@@ -148,7 +148,9 @@ class TestPolls(Base):
         polls = []
         for i in range(count):
             clock.advance(1)
-            polls.append(dispatcher.polls.add(PollInfo()))
+            poll = PollInfo()
+            self.assertIsNone(dispatcher.polls.add(poll))   # (as zc.async)
+            polls.append(poll)
         return list(reversed(polls))   # newest first
 
     def test_iterPolls_since(self):
