@@ -232,6 +232,10 @@ class GroupCommitTests(DispatcherFixture, unittest.TestCase):
             tm.commit()
         finally:
             conn.close()
+        # (A poll looks for cancelled jobs too: whether the wake-up or the
+        # poll finds it first, the job must end cancelled, and the group
+        # must not commit its writes.)
+        testing.get_poll(self.dispatcher)
         try:
             failure = testing.wait_for_result(looping, 10)
         except AssertionError:
