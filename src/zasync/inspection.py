@@ -56,7 +56,7 @@ __all__ = ['COUNT_BUDGET', 'OUTCOMES', 'PROBLEM', 'REPR_LIMIT',
            'STATE_NAMES', 'STATS_WINDOW', 'STATUS_LABELS', 'Found',
            'call_text', 'callable_name', 'count_more', 'cut',
            'dispatcher_state', 'find_jobs', 'iter_jobs', 'job_details',
-           'stopped', 'STOPPED', 'unique_jobs',
+           'queues_of', 'stopped', 'STOPPED', 'unique_jobs',
            'job_id', 'load_job', 'load_problem', 'locate', 'matches',
            'outcome', 'parse_states', 'SCHEDULES_LIMIT', 'schedules_info',
            'stats_info', 'status_info', 'when']
@@ -429,7 +429,8 @@ def _guarded(iterable, what):
         yield _Unreadable(what, e)
 
 
-def _queues(root):
+def queues_of(root):
+    """``[(name, queue)]`` of the database, by name."""
     queues = root.get(interfaces.KEY)
     if queues is None:
         return []
@@ -528,7 +529,7 @@ def iter_jobs(root):
             yield from visit(inner, found.queue,
                              'completed' if done else 'interrupted')
 
-    queues = _queues(root)
+    queues = queues_of(root)
     for queue_name, queue in queues:
         for job in _guarded(queue, 'queue %r' % (queue_name,)):
             yield from visit(job, queue_name, 'pending')
@@ -571,7 +572,7 @@ def _estimate(root):
     """About how many jobs ``iter_jobs`` yields, from lengths alone: the
     pending, held and completed jobs (each in one place), or the job
     container's, whichever is more."""
-    queues = _queues(root)
+    queues = queues_of(root)
     total = sum(_length(queue) + len(_safely(queue.unloadableJobs, ()))
                 for queue_name, queue in queues)
     for queue_name, uuid, agent_name, agent in _agents(queues):
@@ -662,7 +663,7 @@ def _due_later(queue, now):
 
 def status_info(root, now):
     result = []
-    for queue_name, queue in _queues(root):
+    for queue_name, queue in queues_of(root):
         dispatchers = []
         for uuid, da in queue.dispatchers.items():
             last_ping = da.last_ping.value
@@ -786,7 +787,7 @@ def _in_container(root, job):
 def unique_jobs(root, key):
     """``Found`` for the job of each queue that holds the unique ``key``
     (looked up in the queues' indexes: it has not completed)."""
-    for queue_name, queue in _queues(root):
+    for queue_name, queue in queues_of(root):
         finder = getattr(queue, 'uniqueJob', None)
         job = _safely(lambda: finder(key)) if finder is not None else None
         if job is not None:
@@ -909,7 +910,7 @@ def stats_info(root, now, window=STATS_WINDOW):
     counts[PROBLEM] = 0
     per_queue = {}
     dispatchers = {'alive': 0, 'dead': 0, 'stopped': 0}
-    queues = _queues(root)
+    queues = queues_of(root)
     for queue_name, queue in queues:
         per_queue[queue_name] = {name: 0 for name in STATE_NAMES}
         per_queue[queue_name]['pending'] = len(queue)

@@ -194,19 +194,8 @@ def _purge_agent(conn, tm, path, before, failed_too, batch_size, result,
             removed += 1
         return len(found), removed, kept, last
 
-    while True:
-        outcome = _run_batch(tm, batch, result, attempts)
-        if outcome is None:
-            return
-        looked, removed, kept, last = outcome
-        cursor[0] = last
-        result['removed'] += removed
-        kept_oids.update(kept)
-        done[0] += looked
-        tell('%d completed job(s) removed' % (result.total,))
-        conn.cacheGC()
-        if looked < batch_size:
-            return
+    _run_batches(conn, tm, batch, cursor, 'removed', batch_size, result,
+                 attempts, done, tell, kept_oids)
 
 
 def _purge_container(conn, tm, before, failed_too, batch_size, result,
@@ -240,13 +229,23 @@ def _purge_container(conn, tm, before, failed_too, batch_size, result,
             removed += 1
         return looked, removed, kept, last
 
+    _run_batches(conn, tm, batch, cursor, 'container', batch_size, result,
+                 attempts, done, tell, kept_oids)
+
+
+def _run_batches(conn, tm, batch, cursor, counter, batch_size, result,
+                 attempts, done, tell, kept_oids):
+    """Run ``batch()`` (it returns ``(looked, removed, kept, last)``, or
+    None: nothing left) in transactions of its own until it looks at
+    fewer than ``batch_size`` jobs; count what it removed in
+    ``result[counter]``."""
     while True:
         outcome = _run_batch(tm, batch, result, attempts)
         if outcome is None:
             return
         looked, removed, kept, last = outcome
         cursor[0] = last
-        result['container'] += removed
+        result[counter] += removed
         kept_oids.update(kept)
         done[0] += looked
         tell('%d completed job(s) removed' % (result.total,))

@@ -48,12 +48,8 @@ MAX_LIMIT = 500
 ANNOTATION_LIMIT = 200
 
 
-def queues_of(root):
-    """``[(name, queue)]`` of the database, by name."""
-    queues = root.get(interfaces.KEY)
-    if queues is None:
-        return []
-    return sorted(queues.items(), key=operator.itemgetter(0))
+#: ``[(name, queue)]`` of the database, by name
+queues_of = inspection.queues_of
 
 
 def _agents(queues):
