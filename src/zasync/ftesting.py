@@ -92,7 +92,9 @@ def tearDown(timeout=10):
     dispatcher (``zasync.dispatcher.get()``, e.g. one that
     ``<zasync:dispatcher />`` or ``zasync.configure.start`` made), as
     zc.async's did -- and put back the signal handlers installed for it;
-    raise ``TearDownDispatcherError`` if something did not stop."""
+    drop the ``zasync.subscribers.signal_handlers`` entries of dispatchers
+    that no longer run; raise ``TearDownDispatcherError`` if something did
+    not stop."""
     dispatcher = _state.pop('dispatcher', None)
     if dispatcher is None:
         dispatcher = zdispatcher.get()
@@ -104,5 +106,13 @@ def tearDown(timeout=10):
     if agent_installer is not None:
         zope.component.getGlobalSiteManager().unregisterHandler(
             agent_installer, (interfaces.IDispatcherActivated,))
-    if dispatcher is not None:
-        testing.tear_down_dispatcher(dispatcher, timeout)
+    try:
+        if dispatcher is not None:
+            testing.tear_down_dispatcher(dispatcher, timeout)
+    finally:
+        # The signal-handler records of dispatchers that are gone (a
+        # dispatcher that a signal stopped put its handlers back itself).
+        running = {id(d) for d in zdispatcher.registered()}
+        for key in list(subscribers.signal_handlers):
+            if key not in running:
+                del subscribers.signal_handlers[key]

@@ -29,9 +29,9 @@ from zasync.queue import install_queues
 
 __all__ = ['agent_installer', 'AgentInstaller', 'multidb_queue_installer',
            'queue_installer', 'QueueInstaller', 'restore_signal_handlers',
-           'shutdown_dispatcher', 'threaded_dispatcher_installer',
-           'ThreadedDispatcherInstaller', 'twisted_dispatcher_installer',
-           'TwistedDispatcherInstaller']
+           'shutdown_dispatcher', 'signal_handlers',
+           'threaded_dispatcher_installer', 'ThreadedDispatcherInstaller',
+           'twisted_dispatcher_installer', 'TwistedDispatcherInstaller']
 
 log = utils.events_log
 
@@ -79,6 +79,17 @@ def _select_reactor():
     return SelectReactor()
 
 
+#: What the threaded dispatcher installer installed, as zc.async's tests
+#: read it: ``id(dispatcher)`` -> ``{signal number: (the handler before,
+#: the handler installed)}``.  A record, not the live state: the dispatcher
+#: itself puts the previous handlers back when it shuts down
+#: (``dispatcher.signal_handlers`` is what it still has to restore); the
+#: entry goes when ``restore_signal_handlers``,
+#: ``zasync.testing.tear_down_dispatcher`` or ``zasync.ftesting.tearDown``
+#: is called for that dispatcher.
+signal_handlers = {}
+
+
 def _install_signal_handlers(dispatcher):
     """SIGINT / SIGTERM stop the dispatcher's reactor first, then do what
     they did before.  Only possible in the main thread."""
@@ -92,14 +103,20 @@ def _install_signal_handlers(dispatcher):
         handlers.install(signum, stop_then_chain)
     if handlers.installed:
         dispatcher.signal_handlers = handlers
+        signal_handlers[id(dispatcher)] = dict(handlers.installed)
 
 
 def restore_signal_handlers(dispatcher):
     """Put the previous SIGINT / SIGTERM handlers back, where ours are
-    still installed (a newer foreign handler stays)."""
+    still installed (a newer foreign handler stays), and drop the
+    dispatcher's entry of ``signal_handlers``.  Outside the main thread
+    nothing can be restored; both are kept for a later call."""
     handlers = dispatcher.signal_handlers
-    if handlers is not None and handlers.restore():
+    if handlers is not None:
+        if not handlers.restore():
+            return
         dispatcher.signal_handlers = None
+    signal_handlers.pop(id(dispatcher), None)
 
 
 class ThreadedDispatcherInstaller:

@@ -18,6 +18,7 @@
 Application tests use these too; none of it is imported by the engine.
 """
 from zasync import dispatcher as dispatcher_module
+from zasync import subscribers
 from zasync.testing.compat import ClockDatetime
 from zasync.testing.compat import print_logs
 from zasync.testing.compat import set_now
@@ -62,14 +63,20 @@ def tear_down_dispatcher(dispatcher, timeout=10):
     """Stop ``dispatcher`` for good: stop its test ``Reactor`` if one is
     running, then ``dispatcher.shutdown(timeout)`` (which stops a Twisted
     reactor running in ``dispatcher.thread``, deactivates the dispatcher,
-    waits for its worker threads and unregisters it).  Raise
-    ``TearDownDispatcherError`` naming what did not stop."""
+    waits for its worker threads, unregisters it and puts back the signal
+    handlers installed for it; its ``zasync.subscribers.signal_handlers``
+    entry goes too).  Raise ``TearDownDispatcherError`` naming what did not
+    stop."""
     reactor = dispatcher.reactor
     try:
         if isinstance(reactor, Reactor) and reactor.running:
             reactor.stop()
     finally:
-        problems = dispatcher.shutdown(timeout)
+        try:
+            problems = dispatcher.shutdown(timeout)
+        finally:
+            # (the shutdown put the signal handlers back)
+            subscribers.signal_handlers.pop(id(dispatcher), None)
     if problems:
         raise TearDownDispatcherError('\n'.join(problems))
 

@@ -3,6 +3,7 @@
 import datetime
 import operator
 import os
+import signal
 import subprocess
 import sys
 import unittest
@@ -21,6 +22,7 @@ from zasync import dispatcher as zdispatcher
 from zasync import ftesting
 from zasync import interfaces
 from zasync import local
+from zasync import subscribers
 from zasync import testing
 from zasync import utils
 from zasync.job import Job
@@ -145,6 +147,71 @@ class FtestingTearDownTests(DatabaseFixture, unittest.TestCase):
         self.assertIsNone(zdispatcher.get())
         self.assertFalse(dispatcher.thread.is_alive())
         self.assertIsNone(dispatcher.signal_handlers)
+
+
+class SignalHandlerRecordTests(DatabaseFixture, unittest.TestCase):
+    """zasync.subscribers.signal_handlers: zc.async's record of what the
+    threaded installer installed, keyed by id(dispatcher) (subscribers.txt).
+    """
+
+    def setUp(self):
+        super().setUp()
+        zope.component.provideUtility(uuid.uuid4(), interfaces.IUUID)
+        self.before = {signum: signal.getsignal(signum)
+                       for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def tearDown(self):
+        for signum, handler in self.before.items():
+            signal.signal(signum, handler)
+        subscribers.signal_handlers.clear()
+        zdispatcher.clear()
+        super().tearDown()
+
+    def start(self):
+        opened = interfaces.DatabaseOpened(self.db)
+        subscribers.queue_installer(opened)
+        dispatcher = subscribers.ThreadedDispatcherInstaller(
+            poll_interval=0.1)(opened)
+        testing.get_poll(dispatcher, 0)
+        return dispatcher
+
+    def test_recorded_and_dropped_by_tear_down(self):
+        dispatcher = self.start()
+        try:
+            record = subscribers.signal_handlers[id(dispatcher)]
+            self.assertEqual(sorted(record),
+                             sorted([signal.SIGINT, signal.SIGTERM]))
+            for signum, (previous, ours) in record.items():
+                self.assertIs(previous, self.before[signum])
+                self.assertIs(signal.getsignal(signum), ours)
+        finally:
+            testing.tear_down_dispatcher(dispatcher)
+        self.assertNotIn(id(dispatcher), subscribers.signal_handlers)
+        self.assertIs(signal.getsignal(signal.SIGINT),
+                      self.before[signal.SIGINT])
+
+    def test_kept_after_the_dispatcher_restored_them_until_ftesting(self):
+        dispatcher = self.start()
+        self.assertEqual(dispatcher.shutdown(10), [])
+        # The dispatcher put the handlers back itself; the record stays
+        # (zc.async's tests read it then) until ftesting.tearDown().
+        self.assertIs(signal.getsignal(signal.SIGTERM),
+                      self.before[signal.SIGTERM])
+        record = subscribers.signal_handlers[id(dispatcher)]
+        self.assertIs(record[signal.SIGTERM][0], self.before[signal.SIGTERM])
+        ftesting.tearDown()
+        self.assertEqual(subscribers.signal_handlers, {})
+
+    def test_restore_signal_handlers_drops_the_entry(self):
+        dispatcher = self.start()
+        try:
+            subscribers.restore_signal_handlers(dispatcher)
+            self.assertNotIn(id(dispatcher), subscribers.signal_handlers)
+            self.assertIsNone(dispatcher.signal_handlers)
+            self.assertIs(signal.getsignal(signal.SIGINT),
+                          self.before[signal.SIGINT])
+        finally:
+            testing.tear_down_dispatcher(dispatcher)
 
 
 CLOCK_SCRIPT = r'''
