@@ -147,9 +147,17 @@ def throughput(kind, directory, jobs, workers, prefetch=0, group_size=1):
         setup.wait(lambda: len(setup.queue) == 0 and len(agent) == 0,
                    600, pause=0.02)
         elapsed = time.perf_counter() - begin
+        dispatcher = setup.dispatcher
+        COUNTERS.append((dispatcher.groups_committed, dispatcher.grouped_jobs,
+                         dispatcher.claim_conflicts))
         return jobs / elapsed, elapsed
     finally:
         setup.close()
+
+
+# (groups committed, jobs in them, claims tried again) of each throughput
+# run, in order
+COUNTERS = []
 
 
 def latency(kind, directory, count, workers):
@@ -230,11 +238,13 @@ def main(argv=None):
                 configs.append((int(value),
                                 args.group if group == 'on' else 1))
         runs = {config: [] for config in configs}
+        counters = {config: [] for config in configs}
         for repetition in range(args.repeat):
             for prefetch, group_size in configs:
                 runs[prefetch, group_size].append(throughput(
                     args.storage, directory, args.jobs, args.workers,
                     prefetch, group_size)[0])
+                counters[prefetch, group_size].append(COUNTERS[-1])
 
         def label(config):
             prefetch, group_size = config
@@ -248,6 +258,8 @@ def main(argv=None):
                      ', '.join('%.0f' % r for r in runs[config])))
             print('ratio jobs/s / ceiling:     %8.2f'
                   % (jobs_per_second / rate))
+            print('  groups committed (jobs in them), claims tried again: '
+                  '%s' % ', '.join('%d (%d), %d' % c for c in counters[config]))
         first = statistics.median(runs[configs[0]])
         for config in configs[1:]:
             print('ratio %s / %s: %.2f' % (

@@ -18,7 +18,10 @@ PostgreSQL for RelStorage with psycopg2).  One run prints:
   empty; and its ratio to the ceiling;
 - median and p99 latency from the enqueuing commit to the job starting, on
   idle workers (``time.time`` as the job: it returns when it started);
-- the peak memory (VmHWM) of each worker process.
+- the peak memory (VmHWM) of each worker process, and (when the web
+  extra is installed: each worker serves ``--metrics-listen``) its claims
+  tried again after a conflict and its group commits, read from its
+  ``/metrics``.
 """
 import operator
 import os
@@ -27,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 
 from zasync import interfaces
 from zasync.testing.processes import WorkerProcess
@@ -71,6 +75,33 @@ def peak_memory(pid):
     return None
 
 
+def metrics_options():
+    """``--metrics-listen`` on a free port, or nothing without the web
+    extra; and the port."""
+    try:
+        import prometheus_client  # noqa: F401
+        import waitress  # noqa: F401
+    except ImportError:
+        return [], None
+    from zasync.testing import servers
+    port = servers.free_port()
+    return ['--metrics-listen', '127.0.0.1:%d' % port], port
+
+
+def worker_counters(port, names=('claim_conflicts', 'group_commits',
+                                 'grouped_jobs')):
+    """The worker's counters ``names`` from its ``/metrics``."""
+    with urllib.request.urlopen(
+            'http://127.0.0.1:%d/metrics' % port, timeout=10) as response:
+        text = response.read().decode('utf-8')
+    found = {}
+    for line in text.splitlines():
+        for name in names:
+            if line.startswith('zasync_worker_%s_total ' % name):
+                found[name] = float(line.split()[1])
+    return found
+
+
 def _idle(queue, uuids):
     if len(queue):
         return False
@@ -101,11 +132,15 @@ def run(args):
         group_size = getattr(args, 'group', 50) if group == 'on' else 1
         print('group commits: %s' % ('on (%d)' % group_size
                                      if group_size > 1 else 'off'))
+        ports = []
         for n in range(args.workers):
+            metrics, port = metrics_options()
+            ports.append(port)
             workers.append(WorkerProcess(
                 uri, 'worker-%d' % n, directory,
-                OPTIONS + ['--agent', 'main:0',
-                           '--group-commit', str(group_size)]).start())
+                OPTIONS + metrics + ['--agent', 'main:0',
+                                     '--group-commit', str(group_size)]
+            ).start())
         conn = new_connection(db)
         tm = conn.transaction_manager
         for worker in workers:
@@ -151,6 +186,14 @@ def run(args):
             if peak is not None:
                 print('peak memory of %s (VmHWM):  %8.1f MB'
                       % (worker.name, peak))
+        for worker, port in zip(workers, ports):
+            if port is not None:
+                counters = worker_counters(port)
+                print('%s: claims tried again %d, group commits %d (%d '
+                      'jobs)' % (worker.name,
+                                 counters.get('claim_conflicts', 0),
+                                 counters.get('group_commits', 0),
+                                 counters.get('grouped_jobs', 0)))
         tm.abort()
         conn.close()
         for worker in workers:

@@ -176,3 +176,51 @@ class ResolvingIndex(_Small):
         state = dict(committed)
         state['_children'] = children
         return self._merge_retired(state, committed, new, added_c, added_n)
+
+
+# --------------------------------------------------------------------------
+# Parts made on first use
+
+_ABSENT = object()
+
+
+def _same(a, b):
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:   # (values that cannot be compared: changed)
+        return False
+
+
+def _changed(old, state):
+    return {key for key in set(old) | set(state)
+            if not _same(old.get(key, _ABSENT), state.get(key, _ABSENT))}
+
+
+def merge_made_parts(old, committed, new, parts):
+    """Resolve a conflict of an object that makes some of its parts (the
+    attributes ``parts``, None until then) on first use, in separate
+    objects: a commit that only *made* such parts merges with a concurrent
+    one that did not touch them; anything else conflicts.
+
+    That keeps what a separate object gave before it was made lazily: a
+    live annotation written for a running job in another transaction does
+    not conflict with the job's own commit.
+    """
+    made_c = _changed(old, committed)
+    made_n = _changed(old, new)
+    if not made_c:
+        return new
+    if not made_n:
+        return committed
+    for made, made_state, other, other_state in (
+            (made_c, committed, made_n, new),
+            (made_n, new, made_c, committed)):
+        if (made <= parts and not made & other
+                and all(old.get(key) is None for key in made)):
+            state = dict(other_state)
+            for key in made:
+                state[key] = made_state[key]
+            return state
+    raise ConflictError('concurrent changes of the same attributes')

@@ -312,26 +312,27 @@ class Agent(utils.Base):
 
     # -- claiming ----------------------------------------------------------
 
-    def claimJob(self, limit=None):
+    def claimJob(self, limit=None, skip=0):
         """Claim a job if the dispatcher is alive and there is room: fewer
         than ``size`` jobs held (or ``limit``: a dispatcher that prefetches
-        lets an agent hold more than it runs at once)."""
+        lets an agent hold more than it runs at once).  ``skip``: see
+        ``Queue.claim`` (a chooser is not told)."""
         record = self.parent
         if record is None or not record.activated or record.dead:
             return None
         if len(self) >= (self.size if limit is None else limit):
             return None
-        job = self._choose()
+        job = self._choose(skip)
         if job is not None:
             job.parent = self
             self._append(job)
         return job
 
-    def _choose(self):
+    def _choose(self, skip=0):
         """The subclass hook: claim (and return) a job, or None."""
         if self._chooser is not None:
             return self._chooser(self)
-        return self.queue.claim(self._filter)
+        return self.queue.claim(self._filter, skip=skip)
 
     def jobCompleted(self, job):
         """Move ``job`` from the held jobs to ``completed``."""

@@ -612,70 +612,95 @@ class Dispatcher:
 
     # -- claiming ----------------------------------------------------------
 
-    def claimJobs(self, conn, queue_name, agent_name, pool):
+    def claimJobs(self, conn, queue_name, agent_name, pool, wait=True):
         """Claim, in one transaction of ``conn``, as many jobs as the agent
-        has room for.  Return the work items, or a ``Failure``."""
+        has room for.  Return the work items, or a ``Failure``.
+
+        One claim of an agent runs at a time (claims of one agent's threads
+        would conflict).  Without ``wait``, a claim of another thread going
+        on returns ``[]`` at once: that claim hands its jobs round, and
+        claims once more when it is done (``pool.claim_lock``).
+        """
+        if not pool.claim_lock.acquire(wait):
+            pool.claim_wanted = True
+            return []
+        try:
+            items = self._claim_jobs(conn, queue_name, agent_name, pool)
+        finally:
+            pool.claim_lock.release()
+        if pool.claim_wanted:
+            pool.claim_wanted = False
+            pool.requestClaim()
+        return items
+
+    def _claim_jobs(self, conn, queue_name, agent_name, pool):
         tm = conn.transaction_manager
         claimed = []
-        with pool.claim_lock:
-            if not self.activated:
-                return []
-            self.watcher.await_last_commit()
-            tm.begin()
+        if not self.activated:
+            return []
+        self.watcher.await_last_commit()
+        tm.begin()
 
-            attempts = []
+        attempts = []
 
-            def claim():
-                attempts.append(1)
-                del claimed[:]
-                queues = conn.root().get(interfaces.KEY)
-                queue = queues[queue_name]
-                agent = queue.dispatchers[self.UUID][agent_name]
-                room = agent.size - len(agent)
-                limit = agent.size
-                prefetch = max(self.prefetch, self.group_size - 1)
-                if room > 0 and prefetch > 0:
-                    # A deep queue: take more than the free threads, in
-                    # this one commit (and enough for a group).
-                    extra = min(prefetch, len(queue) - room)
-                    if extra > 0:
-                        room += extra
-                        limit += extra
-                while room > 0:
+        def claim():
+            attempts.append(1)
+            del claimed[:]
+            queues = conn.root().get(interfaces.KEY)
+            queue = queues[queue_name]
+            agent = queue.dispatchers[self.UUID][agent_name]
+            room = agent.size - len(agent)
+            limit = agent.size
+            prefetch = max(self.prefetch, self.group_size - 1)
+            if room > 0 and prefetch > 0:
+                # A deep queue: take more than the free threads, in
+                # this one commit (and enough for a group).
+                extra = min(prefetch, len(queue) - room)
+                if extra > 0:
+                    room += extra
+                    limit += extra
+            # Several processes claiming from a deep queue: each
+            # starts at its own place (a claim's worth apart), so
+            # their claims do not conflict over the same first jobs.
+            skip = room * _rank(queue.dispatchers, self.UUID)
+            while room > 0:
+                job = agent.claimJob(limit=limit, skip=skip)
+                if job is None and skip:
+                    skip = 0   # not that deep: from the head, then
                     job = agent.claimJob(limit=limit)
-                    if job is None:
-                        break
-                    # Started in the claim's transaction: one commit less
-                    # per job (a worker thread is waiting for it).
-                    job.start()
-                    claimed.append(job)
-                    room -= 1
-                return agent
+                if job is None:
+                    break
+                # Started in the claim's transaction: one commit less
+                # per job (a worker thread is waiting for it).
+                job.start()
+                claimed.append(job)
+                room -= 1
+            return agent
 
-            result = _quietly(
-                claim, 'claiming jobs for agent %r of queue %r'
-                % (agent_name, queue_name), tm)
-            self.claim_conflicts += max(0, len(attempts) - 1)
-            if isinstance(result, Failure):
-                self._stash_claim_failure(conn, queue_name, agent_name,
-                                          result)
-                return result
-            _prefetch_parts(conn, claimed)
-            items = []
-            ids = []
-            for job in claimed:
-                job_id = getId(job)
-                info = {'call': repr(job), 'agent': agent_name,
-                        'queue': queue_name, 'poll id': None,
-                        'quota names': tuple(job.quota_names),
-                        'thread': None, 'started': None, 'completed': None,
-                        'failed': False, 'result': None, 'reassigned': False,
-                        'timed out': False, 'cancelled': False,
-                        'abandoned': False}
-                self.jobs[job_id] = info
-                ids.append(job_id)
-                items.append(job_id + (info,))
-            tm.abort()
+        result = _quietly(
+            claim, 'claiming jobs for agent %r of queue %r'
+            % (agent_name, queue_name), tm)
+        self.claim_conflicts += max(0, len(attempts) - 1)
+        if isinstance(result, Failure):
+            self._stash_claim_failure(conn, queue_name, agent_name,
+                                      result)
+            return result
+        _prefetch_parts(conn, claimed)
+        items = []
+        ids = []
+        for job in claimed:
+            job_id = getId(job)
+            info = {'call': repr(job), 'agent': agent_name,
+                    'queue': queue_name, 'poll id': None,
+                    'quota names': tuple(job.quota_names),
+                    'thread': None, 'started': None, 'completed': None,
+                    'failed': False, 'result': None, 'reassigned': False,
+                    'timed out': False, 'cancelled': False,
+                    'abandoned': False}
+            self.jobs[job_id] = info
+            ids.append(job_id)
+            items.append(job_id + (info,))
+        tm.abort()
         if ids:
             with self._new_jobs_lock:
                 self._new_jobs.setdefault(
@@ -1072,6 +1097,16 @@ def _direct_oids(obj):
 
 #: the persistent parts of a job that running it loads
 _JOB_PARTS = ('args', 'kwargs', 'callbacks')
+
+
+def _rank(dispatchers, uuid):
+    """The place of ``uuid`` among the live dispatchers of a queue (by
+    UUID): 0 for the first, and for a dispatcher alone."""
+    rank = 0
+    for other, record in dispatchers.items():
+        if (other < uuid and record.activated and not record.dead):
+            rank += 1
+    return rank
 
 
 def _prefetch_parts(conn, jobs):

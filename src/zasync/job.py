@@ -12,7 +12,6 @@ import logging
 import threading
 import types
 
-import BTrees.OOBTree
 import persistent
 import persistent.list
 import persistent.mapping
@@ -30,6 +29,8 @@ from zasync import local as zlocal
 from zasync import timeouts
 from zasync import utils
 from zasync._pending import check_priority
+from zasync._resolving import merge_made_parts
+from zasync.annotations import PendingAnnotations
 from zasync.failure import Failure
 from zasync.failure import from_twisted
 from zasync.failure import isFailure
@@ -503,8 +504,54 @@ class Job(_AddCallbacks, utils.Base):
         _check_picklable(
             (list(args[1:]), kwargs),
             'an argument of the job calling %r' % (args[0],))
-        self.callbacks = persistent.list.PersistentList()
-        self.annotations = BTrees.OOBTree.OOBTree()
+
+    def __setstate__(self, state):
+        if 'callbacks' in state or 'annotations' in state:
+            # stored under the public names (zc.async, migrated databases)
+            state = dict(state)
+            for name in ('callbacks', 'annotations'):
+                if name in state:
+                    state['_' + name] = state.pop(name)
+        super().__setstate__(state)
+
+    #: the annotations: an ``OOBTree`` made by the first write (see
+    #: ``zasync.annotations``)
+    _annotations = None
+
+    @property
+    def annotations(self):
+        """Anything about the job, by key: an ``OOBTree`` (while nothing
+        was written, a ``PendingAnnotations`` reading as an empty one)."""
+        tree = self._annotations
+        return PendingAnnotations(self) if tree is None else tree
+
+    @annotations.setter
+    def annotations(self, value):
+        self._annotations = value
+
+    def _p_resolveConflict(self, old, committed, new):
+        # A first annotation (a live one, say) made in another transaction
+        # merges with the job's own change.  (A first callback does not:
+        # ``addCallback`` must conflict with the job's completion, see
+        # docs/jobs_and_transactions.rst.)
+        return merge_made_parts(old, committed, new,
+                                frozenset(['_annotations']))
+
+    #: the callbacks: a ``PersistentList`` made by the first
+    #: ``addCallback`` (None before: one object fewer to store and to load
+    #: for the many jobs without callbacks)
+    _callbacks = None
+
+    @property
+    def callbacks(self):
+        """The callbacks added, in order: a ``PersistentList`` once there
+        is one, an empty tuple before."""
+        callbacks = self._callbacks
+        return () if callbacks is None else callbacks
+
+    @callbacks.setter
+    def callbacks(self, value):
+        self._callbacks = value
 
     @classmethod
     def bind(cls, *args, **kwargs):
@@ -708,7 +755,9 @@ class Job(_AddCallbacks, utils.Base):
                     retry_policy_factory=None):
         callback = _prepare_callback(
             callback, failure_log_level, retry_policy_factory, self)
-        self.callbacks.append(callback)
+        if self._callbacks is None:
+            self._callbacks = persistent.list.PersistentList()
+        self._callbacks.append(callback)
         if self._status_id == _COMPLETED:
             chosen = callback
             if interfaces.ICallbackProxy.providedBy(callback):

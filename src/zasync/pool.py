@@ -90,11 +90,14 @@ class AgentThreadPool:
         self.runs = {}              # thread ident -> the Run it performs
         self.abandoned = set()      # idents of threads given up on
         self._timers = []           # of stopping jobs
-        self.claim_lock = threading.Lock()
+        self.claim_lock = threading.Lock()   # see Dispatcher.claimJobs
+        self.claim_wanted = False   # a thread found the claim lock taken
         self._lock = threading.Lock()
         self._stops = 0             # STOP items queued but not yet taken
         self._claim_requested = False
         self.outstanding = 0        # claimed jobs not yet finished here
+        self.finished = 0           # work items finished here (ever)
+        self._archived_at = 0       # ``finished`` at the last archiving
         if size:
             self.setSize(size)
 
@@ -217,6 +220,18 @@ class AgentThreadPool:
     def _done(self):
         with self._lock:
             self.outstanding -= 1
+            self.finished += 1
+
+    def _archive_due(self):
+        """Whether enough jobs finished here since the last look for this
+        thread to archive the agent's completed jobs (a look costs a
+        transaction; the polls archive whatever waits)."""
+        with self._lock:
+            if (self.finished - self._archived_at
+                    < self.dispatcher.archive_threshold):
+                return False
+            self._archived_at = self.finished
+            return True
 
     def _work(self):
         dispatcher = self.dispatcher
@@ -258,7 +273,8 @@ class AgentThreadPool:
                     finally:
                         if int(ident) not in self.abandoned:
                             self._done()
-                    if keep_going and dispatcher.activated:
+                    if (keep_going and dispatcher.activated
+                            and self._archive_due()):
                         dispatcher.archiveCompleted(
                             conn, self.queue_name, self.name)
                     if not keep_going or not dispatcher.activated:
@@ -296,7 +312,7 @@ class AgentThreadPool:
         if not self.dispatcher.activated:
             return []
         items = self.dispatcher.claimJobs(conn, self.queue_name, self.name,
-                                          self)
+                                          self, wait=False)
         if isinstance(items, Failure):
             return []
         with self._lock:

@@ -5,6 +5,7 @@ stored under ``''``.  See ``docs/queue.rst`` and ``docs/quotas.rst``.
 """
 import datetime
 import importlib
+import itertools
 import logging
 
 import BTrees.Length
@@ -312,17 +313,27 @@ class Queue(utils.Base):
         self._discard(location, item, utils.now())
         item.assignerUUID = None
 
-    def claim(self, filter=None, default=None):
+    def claim(self, filter=None, default=None, skip=0):
         """Remove and return the first due job that ``filter`` accepts.
 
         A job past its ``begin_by`` deadline is not returned itself: a new
         job failing it with ``TimeoutError`` is (quotas do not apply).
+
+        ``skip`` passes over that many entries first, without looking at
+        them (not even loading them): dispatchers of several processes
+        claiming from a deep queue at once take from different places
+        instead of conflicting over the same first jobs (see
+        ``Dispatcher.claimJobs``).  With fewer entries than that, nothing
+        is claimed.
         """
-        if self._paused or not len(self):
+        if self._paused or len(self) <= skip:
             return default
         now = utils.now()
         cleaned = set()
-        for location, job in self._stores().entries(until=now):
+        entries = self._stores().entries(until=now)
+        if skip:
+            entries = itertools.islice(entries, skip, None)
+        for location, job in entries:
             problem = load_problem(job)
             if problem is not None:
                 self._hold(location, job, problem, now)

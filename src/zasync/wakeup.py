@@ -63,6 +63,7 @@ install the trigger if missing), ``listen`` (listen, never install) or
 ``off`` (only poll) -- e.g. behind PgBouncer in transaction pooling mode,
 which does not keep a ``LISTEN``.
 """
+import asyncio
 import logging
 import os
 import select
@@ -276,6 +277,14 @@ def _first_line(error):
 quiet = threading.local()
 
 
+def _running_loop():
+    """The asyncio loop running in this thread, or None."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class InvalidationWatcher:
     """Call ``callback(oids)`` when a commit changes watched oids (``oids``:
     the changed watched ones, or None when unknown).
@@ -308,6 +317,10 @@ class InvalidationWatcher:
         self.mode = None
         self.wakeups = 0
         self.last_tid = None   # of the latest commit that woke us up
+        # Told in an asyncio loop's thread (a ZEO client's): the storage's
+        # "last transaction" moves on just after that (see _invalidated).
+        self.deferred = False
+        self._caught_up = threading.Condition()
         self.notifications = 0   # PostgreSQL notifications received
         self._listener = None
         self._dsn = None         # what we LISTEN with, once we could
@@ -387,12 +400,27 @@ class InvalidationWatcher:
         if watched is None or not watched.isdisjoint(oids):
             if self.last_tid is None or tid > self.last_tid:
                 self.last_tid = tid
-            self._fire(None if watched is None
-                       else watched.intersection(oids))
+            hits = None if watched is None else watched.intersection(oids)
+            loop = _running_loop()
+            if loop is None:
+                self._fire(hits)
+                return
+            # A ZEO client tells about a commit from its IO thread, just
+            # *before* it moves its "last transaction" on: a transaction
+            # begun at once would not see the commit yet.  Wake the
+            # dispatcher once the IO thread has moved on -- the loop's next
+            # turn -- and nothing has to wait (``await_last_commit``).
+            self.deferred = True
+            loop.call_soon(self._fire_caught_up, hits)
 
     def _invalidated_all(self):
         if not getattr(quiet, 'active', False):
             self._fire(None)
+
+    def _fire_caught_up(self, oids):
+        with self._caught_up:
+            self._caught_up.notify_all()
+        self._fire(oids)
 
     def _fire(self, oids):
         self.wakeups += 1
@@ -402,23 +430,20 @@ class InvalidationWatcher:
             log.exception('invalidation callback failed')
 
     def await_last_commit(self, timeout=1.0):
-        """Wait until the database's storage has caught up with the latest
-        commit that woke us, so that a new transaction sees it.
-
-        A ZEO client tells about a commit of another process (invalidates)
-        just *before* it moves its own "last transaction" on: a transaction
-        begun in that moment would not see the commit yet.
-        """
+        """Make sure that a new transaction sees the latest commit that
+        woke us: return at once where the storage had moved on when it told
+        us (FileStorage, RelStorage, ...: nothing is even asked); with a
+        ZEO client, wait, if need be, until its IO thread moved its "last
+        transaction" on (``_invalidated``: woken by the IO thread, a
+        dispatcher never needs to; a poll might).  Return False if that
+        took longer than ``timeout`` seconds."""
         tid = self.last_tid
-        if tid is None:
+        if tid is None or not self.deferred:
             return True
         storage = self.db.storage
-        deadline = time.monotonic() + timeout
-        while storage.lastTransaction() < tid:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.0002)
-        return True
+        with self._caught_up:
+            return self._caught_up.wait_for(
+                lambda: storage.lastTransaction() >= tid, timeout)
 
     # -- LISTEN/NOTIFY (pull mode, RelStorage on PostgreSQL) ---------------
 

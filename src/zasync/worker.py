@@ -91,10 +91,10 @@ class WorkerDispatcher(dispatcher_module.Dispatcher):
 
     draining = False
 
-    def claimJobs(self, conn, queue_name, agent_name, pool):
+    def claimJobs(self, conn, queue_name, agent_name, pool, wait=True):
         if self.draining:
             return []
-        return super().claimJobs(conn, queue_name, agent_name, pool)
+        return super().claimJobs(conn, queue_name, agent_name, pool, wait)
 
     def drain(self):
         """Claim nothing more; forget claimed jobs that have not started

@@ -88,7 +88,7 @@ class Rebuilder:
 
     def callbacks(self, obj):
         state = _state(obj)
-        old = state.get('callbacks')
+        old = state.get('callbacks', state.get('_callbacks'))
         if isinstance(old, (legacy.BucketQueue, legacy.CompositeQueue)):
             obj.callbacks = persistent.list.PersistentList(old.items())
             return True

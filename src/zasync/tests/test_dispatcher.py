@@ -418,3 +418,99 @@ class TestRegistry(Base):
         Dispatcher(self.db, testing.Reactor(), uuid=uuid.uuid4())
         zasync.dispatcher.clear()
         self.assertEqual(zasync.dispatcher.registered(), [])
+
+
+class TestClaimsOfSeveralDispatchers(Base):
+    """Issue 14: dispatchers of several processes claiming from one deep
+    queue take from different places, so their claims do not conflict."""
+
+    def setUp(self):
+        super().setUp()
+        self.reactors = []
+
+    def tearDown(self):
+        try:
+            for reactor in self.reactors:
+                reactor.stop()
+        finally:
+            super().tearDown()
+
+    def dispatcher(self, uuid_):
+        reactor = testing.Reactor()
+        self.reactors.append(reactor)
+        dispatcher = Dispatcher(self.db, reactor, poll_interval=3600,
+                                uuid=uuid_)
+        dispatcher.prefetch = 9     # claims of 10 jobs (1 thread + 9)
+        dispatcher.activate()
+        reactor.start()
+        self.tm.begin()
+        self.queue.dispatchers[uuid_]['main'] = zasync.agent.Agent(size=1)
+        self.tm.commit()
+        return dispatcher
+
+    def claim(self, dispatcher):
+        conn = self.db.open(
+            transaction_manager=transaction.TransactionManager())
+        try:
+            items = dispatcher.claimJobs(
+                conn, '', 'main', dispatcher.queues['']['main'])
+        finally:
+            conn.close()
+        # (done with them: the agent has room again)
+        self.tm.begin()
+        agent = self.queue.dispatchers[dispatcher.UUID]['main']
+        while len(agent):
+            agent.pull()
+        self.tm.commit()
+        return [self.numbers[item[0]] for item in items]
+
+    def put_jobs(self, count):
+        self.tm.begin()
+        jobs = [self.queue.put(zasync.job.Job(operator.add, i, 0))
+                for i in range(count)]
+        self.tm.commit()
+        self.numbers = {zasync.dispatcher.getId(job)[0]: job.args[0]
+                        for job in jobs}
+
+    def test_each_starts_at_its_own_place(self):
+        first, second = sorted([uuid.uuid4(), uuid.uuid4()])
+        late = self.dispatcher(second)
+        early = self.dispatcher(first)
+        testing.get_poll(early)
+        testing.get_poll(late)
+        self.put_jobs(40)
+        # the second (by UUID) skips one claim's worth of jobs
+        self.assertEqual(self.claim(late), list(range(10, 20)))
+        self.assertEqual(self.claim(early), list(range(10)))
+        self.assertEqual(self.claim(late), list(range(30, 40)))
+        self.assertEqual(self.claim(early), list(range(20, 30)))
+        self.assertEqual(late.claim_conflicts + early.claim_conflicts, 0)
+
+    def test_a_shallow_queue_is_claimed_from_the_head(self):
+        first, second = sorted([uuid.uuid4(), uuid.uuid4()])
+        self.dispatcher(first)
+        late = self.dispatcher(second)
+        testing.get_poll(late)
+        self.put_jobs(4)
+        self.assertEqual(self.claim(late), [0, 1, 2, 3])
+
+    def test_overlapping_claims_commit_both(self):
+        # what the places buy: two claims of 10 jobs in transactions that
+        # overlap both commit (different entries of the queue's store)
+        self.put_jobs(30)
+        managers = [transaction.TransactionManager() for i in range(2)]
+        conns = [self.db.open(transaction_manager=tm) for tm in managers]
+        try:
+            queues = [conn.root()[interfaces.KEY][''] for conn in conns]
+            taken = [[queue.claim(skip=10 * rank).args[0]
+                      for i in range(10)] for rank, queue in enumerate(queues)]
+            for tm in managers:
+                tm.commit()
+        finally:
+            for tm, conn in zip(managers, conns):
+                tm.abort()
+                conn.close()
+        self.assertEqual(taken, [list(range(10)), list(range(10, 20))])
+        self.tm.begin()
+        self.assertEqual([job.args[0] for job in self.queue],
+                         list(range(20, 30)))

@@ -6,7 +6,9 @@ import pickle
 import threading
 import unittest
 
+import BTrees.OOBTree
 import persistent
+import persistent.list
 import transaction
 import ZODB
 import ZODB.FileStorage
@@ -616,3 +618,126 @@ class UtilsTests(unittest.TestCase):
             log.uninstall()
         self.assertTrue(result.check(ZODB.POSException.ConflictError))
         self.assertEqual(log.records[0].levelno, logging.CRITICAL)
+
+
+class TestWhatAJobStores(DatabaseFixture, unittest.TestCase):
+    """Issue 14: a job stores its callbacks list and its annotations tree
+    only once it has some (two objects fewer per put)."""
+
+    def stored(self, job):
+        self.root['job'] = job
+        self.tm.commit()
+        self.tm.begin()
+        return job
+
+    def test_a_plain_job_is_one_object_with_its_arguments(self):
+        self.root['other'] = 1   # (the root exists: not counted below)
+        self.tm.commit()
+        before = len(self.db.storage)
+        self.stored(Job(operator.add, 1, 2))
+        # the job, its args list and its kwargs mapping
+        self.assertEqual(len(self.db.storage) - before, 3)
+
+    def test_reading_annotations_does_not_change_the_job(self):
+        job = self.stored(Job(operator.add, 1, 2))
+        annotations = job.annotations
+        self.assertEqual((len(annotations), list(annotations),
+                          annotations.get('x', 'none'), 'x' in annotations,
+                          bool(annotations), list(annotations.items())),
+                         (0, [], 'none', False, False, []))
+        with self.assertRaises(KeyError):
+            annotations['x']
+        self.assertFalse(job._p_changed)
+        self.assertEqual(job.callbacks, ())
+        self.assertFalse(job._p_changed)
+
+    def test_the_first_write_makes_the_tree(self):
+        job = self.stored(Job(operator.add, 1, 2))
+        annotations = job.annotations
+        annotations['x'] = 1
+        annotations.update({'y': 2})
+        self.assertTrue(job._p_changed)
+        self.tm.commit()
+        conn = self.db.open(
+            transaction_manager=transaction.TransactionManager())
+        try:
+            other = conn.get(job._p_oid)
+            self.assertEqual(dict(other.annotations.items()),
+                             {'x': 1, 'y': 2})
+            self.assertIsInstance(other.annotations, BTrees.OOBTree.OOBTree)
+        finally:
+            conn.close()
+
+    def test_callbacks_list_made_by_the_first_callback(self):
+        job = self.stored(Job(operator.add, 1, 2))
+        callback = job.addCallback(Job(operator.neg))
+        self.tm.commit()
+        self.assertEqual(list(job.callbacks), [callback])
+        self.assertIsInstance(job.callbacks, persistent.list.PersistentList)
+
+    def test_state_under_the_public_names_loads(self):
+        # (zc.async's jobs, migrated: their callbacks and annotations were
+        # stored under the public names)
+        job = Job(operator.add, 1, 2)
+        state = job.__getstate__()
+        tree = BTrees.OOBTree.OOBTree({'k': 'v'})
+        state['annotations'] = tree
+        state['callbacks'] = persistent.list.PersistentList(['cb'])
+        loaded = Job.__new__(Job)
+        loaded.__setstate__(state)
+        self.assertIs(loaded.annotations, tree)
+        self.assertEqual(list(loaded.callbacks), ['cb'])
+        self.assertNotIn('annotations', loaded.__dict__)
+
+    def concurrently(self, job, here, there):
+        """``here(job)`` in the test's connection and ``there(job)`` in
+        another, from the same state; commit there, then here."""
+        tm = transaction.TransactionManager()
+        conn = self.db.open(transaction_manager=tm)
+        try:
+            here(job)
+            there(conn.get(job._p_oid))
+            tm.commit()
+            self.tm.commit()
+        finally:
+            tm.abort()
+            conn.close()
+        self.tm.begin()
+
+    def test_a_first_callback_conflicts_with_the_jobs_own_change(self):
+        # (as before it was made lazily: addCallback marks the job changed,
+        # so that a callback is never added to a job completing meanwhile)
+        job = self.stored(Job(operator.add, 1, 2))
+        with self.assertRaises(ZODB.POSException.ConflictError):
+            self.concurrently(
+                job, lambda j: setattr(j, 'failure_log_level', logging.ERROR),
+                lambda j: j.addCallback(Job(operator.neg)))
+        self.tm.abort()
+        self.assertEqual(len(job.callbacks), 1)
+
+    def test_a_first_live_annotation_merges_with_the_jobs_own_change(self):
+        job = self.stored(Job(operator.add, 1, 2))
+        self.concurrently(
+            job, lambda j: j.annotations.__setitem__('mine', 1),
+            lambda j: setattr(j, 'failure_log_level', logging.ERROR))
+        self.concurrently(
+            job, lambda j: setattr(j, 'failure_log_level', logging.INFO),
+            lambda j: j.annotations.__setitem__('theirs', 2))
+        self.assertEqual(dict(job.annotations.items()),
+                         {'mine': 1, 'theirs': 2})
+        self.assertEqual(job.failure_log_level, logging.INFO)
+
+    def test_two_first_callbacks_conflict(self):
+        job = self.stored(Job(operator.add, 1, 2))
+        with self.assertRaises(ZODB.POSException.ConflictError):
+            self.concurrently(job, lambda j: j.addCallback(Job(operator.neg)),
+                              lambda j: j.addCallback(Job(operator.pos)))
+        self.tm.abort()
+        self.assertEqual(len(job.callbacks), 1)
+
+    def test_other_concurrent_changes_still_conflict(self):
+        job = self.stored(Job(operator.add, 1, 2))
+        with self.assertRaises(ZODB.POSException.ConflictError):
+            self.concurrently(
+                job, lambda j: setattr(j, 'failure_log_level', logging.INFO),
+                lambda j: setattr(j, 'failure_log_level', logging.ERROR))

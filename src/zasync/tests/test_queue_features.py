@@ -274,3 +274,20 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(err, 'zasync retry: error: job %s has not failed: '
                               'only failed jobs are retried\n'
                          % self.unique_id)
+
+
+class ClaimSkipTests(DatabaseFixture, unittest.TestCase):
+    """``Queue.claim(skip=)``: pass over entries without looking at them."""
+
+    queues = True
+
+    def test_skip(self):
+        for i in range(5):
+            self.queue.put(Job(operator.add, i, 0))
+        self.tm.commit()
+        self.assertEqual(self.queue.claim(skip=2).args[0], 2)
+        self.assertEqual(self.queue.claim(skip=2).args[0], 3)
+        # fewer entries than that: nothing (the caller claims from the head)
+        self.assertIsNone(self.queue.claim(skip=3))
+        self.assertEqual(self.queue.claim(skip=0).args[0], 0)
+        self.assertEqual([job.args[0] for job in self.queue], [1, 4])
