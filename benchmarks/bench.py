@@ -259,7 +259,8 @@ def main(argv=None):
             print('ratio jobs/s / ceiling:     %8.2f'
                   % (jobs_per_second / rate))
             print('  groups committed (jobs in them), claims tried again: '
-                  '%s' % ', '.join('%d (%d), %d' % c for c in counters[config]))
+                  '%s' % ', '.join('%d (%d), %d' % counts
+                                   for counts in counters[config]))
         first = statistics.median(runs[configs[0]])
         for config in configs[1:]:
             print('ratio %s / %s: %.2f' % (
