@@ -651,11 +651,12 @@ class Dispatcher:
             agent = queue.dispatchers[self.UUID][agent_name]
             room = agent.size - len(agent)
             limit = agent.size
-            prefetch = max(self.prefetch, self.group_size - 1)
-            if room > 0 and prefetch > 0:
-                # A deep queue: take more than the free threads, in
-                # this one commit (and enough for a group).
-                extra = min(prefetch, len(queue) - room)
+            if room > 0:
+                # A deep queue: take more than the free threads, in this
+                # one commit (prefetch), and at least a group's worth
+                # (the claiming thread keeps them for its groups).
+                want = max(room + self.prefetch, self.group_size)
+                extra = min(want - room, len(queue) - room)
                 if extra > 0:
                     room += extra
                     limit += extra

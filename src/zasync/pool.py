@@ -7,6 +7,7 @@ its agent at once -- it does not wait for the dispatcher's next poll -- and
 a ``CLAIM`` request in the work queue (sent when a commit changed a queue)
 makes an idle thread claim.
 """
+import collections
 import queue as queue_module
 import threading
 import time
@@ -27,6 +28,7 @@ __all__ = ['AgentThreadPool', 'CLAIM', 'FailStopped', 'MAX_RESULT', 'Run',
 
 CLAIM = object()      # work item: claim jobs for the agent
 STOP = None           # work item: this thread ends
+NUDGE = object()      # work item: a thread keeps jobs (see _hand_out)
 
 MAX_RESULT = 10000
 
@@ -97,6 +99,9 @@ class AgentThreadPool:
         self._claim_requested = False
         self.outstanding = 0        # claimed jobs not yet finished here
         self.finished = 0           # work items finished here (ever)
+        # thread ident string -> [deque of the jobs it claimed and keeps
+        # for its groups, monotonic time since when it keeps some]
+        self._kept = {}
         self._archived_at = 0       # ``finished`` at the last archiving
         if size:
             self.setSize(size)
@@ -136,6 +141,8 @@ class AgentThreadPool:
                 self.queue.get_nowait()
             except queue_module.Empty:
                 break
+        for kept, since in list(self._kept.values()):
+            kept.clear()
         with self._lock:
             self._stops = 0
             self._claim_requested = False
@@ -169,10 +176,18 @@ class AgentThreadPool:
             if isinstance(item, (tuple, FailStopped)):
                 self._done()
                 forgotten += 1
-            else:
+            elif item is not NUDGE:
                 kept.append(item)
         for item in kept:
             self.queue.put(item)
+        for jobs, since in list(self._kept.values()):
+            while True:
+                try:
+                    jobs.pop()
+                except IndexError:
+                    break
+                self._done()
+                forgotten += 1
         return forgotten
 
     # -- work -------------------------------------------------------------
@@ -193,8 +208,101 @@ class AgentThreadPool:
         self.queue.put(CLAIM)
         return True
 
-    def _take(self):
-        item = self.queue.get()
+    # -- the jobs a thread keeps for its groups ----------------------------
+    #
+    # With group commits, the thread that claimed a batch keeps it for its
+    # own groups instead of handing it round: threads that each took a
+    # share would commit a group each (several commits, each waiting for
+    # the storage's commit lock, where one would do), and more threads
+    # would be slower than one.  Another thread takes half of what a
+    # thread keeps once it has kept jobs for ``steal_after`` seconds (long
+    # jobs, or a stuck one); an idle thread then looks that often (only
+    # while some thread keeps jobs).
+
+    #: seconds a thread keeps the jobs it claimed before idle threads take
+    #: half of them
+    steal_after = 0.02
+
+    def _hand_out(self, ident, items):
+        """The claimed jobs ``items`` that this thread does not run now:
+        kept for its groups (group commits), or for any thread."""
+        if not items:
+            return
+        if self.dispatcher.group_size <= 1:
+            for item in items:
+                self.queue.put(item)
+            return
+        kept = self._kept.get(ident)
+        if kept is None:
+            kept = self._kept[ident] = [collections.deque(), None]
+        if not kept[0]:
+            kept[1] = time.monotonic()
+        kept[0].extend(items)
+        if self.size > 1:
+            self.queue.put(NUDGE)   # (an idle thread now looks, timed)
+
+    def _pop_kept(self, ident):
+        kept = self._kept.get(ident)
+        if kept is not None:
+            try:
+                return kept[0].popleft()
+            except IndexError:
+                pass
+        return None
+
+    def _keeps(self, ident):
+        """Whether this thread keeps jobs."""
+        kept = self._kept.get(ident)
+        return bool(kept is not None and kept[0])
+
+    def _others_keep(self, ident):
+        return any(jobs for owner, (jobs, since) in list(self._kept.items())
+                   if owner != ident)
+
+    def _steal(self, ident):
+        """Half of the jobs another thread has kept for ``steal_after``
+        seconds or more: the first one, and the others kept here."""
+        now = time.monotonic()
+        for owner, (jobs, since) in list(self._kept.items()):
+            if (owner == ident or not jobs or since is None
+                    or now - since < self.steal_after):
+                continue
+            taken = []
+            for i in range(max(1, len(jobs) // 2)):
+                try:
+                    taken.append(jobs.pop())   # (the owner takes the first)
+                except IndexError:
+                    break
+            if taken:
+                taken.reverse()
+                self._hand_out(ident, taken[1:])
+                return taken[0]
+        return None
+
+    def _release_kept(self, ident):
+        """Hand the jobs this thread kept to any thread (it ends)."""
+        kept = self._kept.pop(ident, None)
+        if kept is not None:
+            for item in kept[0]:
+                self.queue.put(item)
+
+    def _take(self, ident=None):
+        kept = self._pop_kept(ident)
+        if kept is not None:
+            return kept
+        while True:
+            if self._others_keep(ident):
+                try:
+                    item = self.queue.get(timeout=self.steal_after)
+                except queue_module.Empty:
+                    stolen = self._steal(ident)
+                    if stolen is not None:
+                        return stolen
+                    continue
+            else:
+                item = self.queue.get()
+            if item is not NUDGE:
+                break
         with self._lock:
             if item is STOP:
                 self._stops -= 1
@@ -202,15 +310,21 @@ class AgentThreadPool:
                 self._claim_requested = False
         return item
 
-    def _take_more(self, count):
-        """Up to ``count`` more jobs waiting in the work queue now (for a
-        group), without waiting."""
+    def _take_more(self, count, ident=None):
+        """Up to ``count`` more jobs kept by this thread or waiting in the
+        work queue now (for a group), without waiting."""
         more = []
         while len(more) < count:
+            kept = self._pop_kept(ident)
+            if kept is not None:
+                more.append(kept)
+                continue
             try:
                 item = self.queue.get_nowait()
             except queue_module.Empty:
                 break
+            if item is NUDGE:
+                continue
             if not isinstance(item, tuple):
                 self.queue.put(item)   # (STOP or CLAIM: for later)
                 break
@@ -244,7 +358,7 @@ class AgentThreadPool:
             transaction_manager=GroupingTransactionManager())
         try:
             while True:
-                item = self._take()
+                item = self._take(ident)
                 if item is STOP:
                     break
                 if item is CLAIM:
@@ -253,8 +367,7 @@ class AgentThreadPool:
                     items = [item]
                 while items:
                     first = items[0]
-                    for other in items[1:]:
-                        self.queue.put(other)
+                    self._hand_out(ident, items[1:])
                     try:
                         if (dispatcher.group_size > 1
                                 and isinstance(first, tuple)):
@@ -279,10 +392,11 @@ class AgentThreadPool:
                             conn, self.queue_name, self.name)
                     if not keep_going or not dispatcher.activated:
                         break
-                    if not self.queue.empty():
+                    if self._keeps(ident) or not self.queue.empty():
                         break   # (jobs claimed already come first)
                     items = self._claim(conn)
         finally:
+            self._release_kept(ident)
             local.dispatcher = None
             local.name = None
             local.job = None
@@ -487,7 +601,7 @@ class AgentThreadPool:
                         or len(grouped) >= dispatcher.group_size
                         or time.monotonic() > deadline):
                     break
-                more = self._take_more(1)
+                more = self._take_more(1, ident)
                 if not more:
                     break
                 item = more[0]
@@ -637,6 +751,7 @@ class AgentThreadPool:
         self.jobids.pop(str(run.ident), None)
         if self.runs.get(run.ident) is run:
             del self.runs[run.ident]
+        self._release_kept(str(run.ident))
         run.info['abandoned'] = True
         utils.events_log.error(
             'job %d does not stop (its thread %d must be stuck in C code: '

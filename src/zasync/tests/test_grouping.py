@@ -245,3 +245,53 @@ class GroupCommitTests(DispatcherFixture, unittest.TestCase):
         self.assertEqual(self.committed_effects(), {'before': 1})
         self.tm.begin()
         self.assertNotIn('w', self.root)
+
+
+class KeptJobsTests(DispatcherFixture, unittest.TestCase):
+    """Issue 14: with group commits, the thread that claimed a batch keeps
+    it for its groups (more threads are not slower than one); the other
+    threads take half of what it keeps once it has kept jobs for
+    ``steal_after`` seconds -- behind a long job, say."""
+
+    agent_size = 2
+
+    def setUp(self):
+        super().setUp()
+        RUNS.clear()
+        GATES.clear()
+        self.dispatcher.group_size = 10
+        self.dispatcher.group_age = 600
+        self.root['effects'] = persistent.mapping.PersistentMapping()
+        self.tm.commit()
+
+    def tearDown(self):
+        for started, release in GATES.values():
+            release.set()
+        super().tearDown()
+
+    def test_jobs_kept_behind_a_long_job_are_taken_by_another_thread(self):
+        GATES['long'] = started, release = (threading.Event(),
+                                            threading.Event())
+        self.tm.begin()
+        long_job = self.queue.put(Job(effect, 'long'))
+        others = [self.queue.put(Job(effect, name)) for name in 'abc']
+        self.tm.commit()
+        testing.get_poll(self.dispatcher)
+        self.assertTrue(started.wait(10))
+        # The long job holds its thread; the other thread runs the rest.
+        self.assertEqual([testing.wait_for_result(job) for job in others],
+                         ['a', 'b', 'c'])
+        self.assertIsNone(long_job.result)
+        release.set()
+        self.assertEqual(testing.wait_for_result(long_job), 'long')
+        # (every job writes root['effects']: the long job's commit, after
+        # the others', conflicted and ran it again; its effects committed
+        # once)
+        tm = transaction.TransactionManager()
+        conn = self.db.open(transaction_manager=tm)
+        try:
+            self.assertEqual(dict(conn.root()['effects']),
+                             {'long': 1, 'a': 1, 'b': 1, 'c': 1})
+        finally:
+            tm.abort()
+            conn.close()
