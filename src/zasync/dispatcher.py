@@ -664,6 +664,8 @@ class Dispatcher:
             # starts at its own place (a claim's worth apart), so
             # their claims do not conflict over the same first jobs.
             skip = room * _rank(queue.dispatchers, self.UUID)
+            if room > 1:
+                _prefetch_upcoming(conn, queue, room, skip)
             while room > 0:
                 job = agent.claimJob(limit=limit, skip=skip)
                 if job is None and skip:
@@ -1110,21 +1112,43 @@ def _rank(dispatchers, uuid):
     return rank
 
 
-def _prefetch_parts(conn, jobs):
-    """Ask the storage to load, in the background, the parts of the
-    claimed ``jobs`` that running them will need (ZEO: one round trip for
-    all, instead of one per part and job; other storages: nothing)."""
-    oids = []
-    for job in jobs:
-        for name in _JOB_PARTS:
-            part = getattr(job, name, None)
-            if getattr(part, '_p_changed', False) is None:   # a ghost
-                oids.append(part._p_oid)
-    if oids:
+def _prefetch(objects):
+    """Ask the storage to load those of ``objects`` that are ghosts, in the
+    background (ZEO: one round trip for all, instead of one each; other
+    storages: nothing)."""
+    by_jar = {}
+    for obj in objects:
+        if getattr(obj, '_p_changed', False) is None:   # a ghost
+            by_jar.setdefault(obj._p_jar, []).append(obj._p_oid)
+    for jar, oids in by_jar.items():
         try:
-            conn.prefetch(oids)
+            jar.prefetch(oids)
         except Exception:   # (an optimisation only)
             utils.trace_log.debug('prefetching failed', exc_info=True)
+
+
+def _prefetch_parts(conn, jobs):
+    """Prefetch the parts of ``jobs`` that claiming or running them needs
+    (loading the jobs, which a prefetch of their own may have asked for;
+    a job that cannot be loaded is left to the claim, which holds it)."""
+    parts = []
+    for job in jobs:
+        try:
+            parts.extend(getattr(job, name, None) for name in _JOB_PARTS)
+        except Exception:
+            continue
+    _prefetch(parts)
+
+
+def _prefetch_upcoming(conn, queue, count, skip):
+    """Before a claim: prefetch the jobs it will look at first, then their
+    parts (two round trips on ZEO, where looking at them one by one took
+    two per job)."""
+    jobs = queue.upcoming(count, skip) or (
+        queue.upcoming(count) if skip else [])
+    if jobs:
+        _prefetch(jobs)
+        _prefetch_parts(conn, jobs)
 
 
 def _cancel_oids(queue):

@@ -827,9 +827,10 @@ class Job(_AddCallbacks, utils.Base):
                     reassigned = True
         if reassigned:
             events_log.error(
-                '%r was reassigned.  Likely cause was that polling was '
-                'unable to occur as regularly as expected, perhaps because '
-                'of long commit times in the application.', self)
+                '%r was reassigned: its dispatcher was taken for dead '
+                'and another took the job over (pings late -- a busy '
+                'machine, slow commits -- or a ping death interval that is '
+                'too short); nothing of this run commits', self)
             raise interfaces.ReassignedError()
 
     # -- running ---------------------------------------------------------

@@ -361,6 +361,16 @@ class Queue(utils.Base):
             return candidate
         return default
 
+    def upcoming(self, count, skip=0):
+        """The first ``count`` due entries after ``skip`` -- what a claim
+        looks at first -- in claim order, without loading them (their jobs
+        may be ghosts: for prefetching).  A paused queue has none."""
+        if self._paused or count <= 0:
+            return []
+        entries = self._stores().entries(until=utils.now())
+        return [job for location, job in
+                itertools.islice(entries, skip, skip + count)]
+
     # -- jobs that cannot be loaded ---------------------------------------
 
     #: how long after a job could first not be loaded it is failed with a
@@ -886,11 +896,9 @@ class Dispatchers(Dict):
         agents = self[uuid]
         if not agents.activated:
             events_log.critical(
-                'Dispatcher %s not activated prior to ping. This can indicate '
-                'that the dispatcher\'s ping_death_interval is set too short, '
-                'or that some transactions are taking too long to commit, or '
-                'that the clocks of the machines are out of sync. Activating.',
-                uuid)
+                'dispatcher %s pinged while deactivated (taken for dead: '
+                'its ping_death_interval too short, commits too slow, or '
+                'clocks out of step): activating it again', uuid)
             agents.reactivate()
         now = utils.now()
         last_ping = agents.last_ping.value

@@ -389,7 +389,7 @@ class TestDispatchers(QueueTestBase):
         finally:
             handler.uninstall()
         self.assertEqual(record.activated, self.clock.now())
-        self.assertIn('not activated prior to ping', str(handler))
+        self.assertIn('pinged while deactivated', str(handler))
         self.assertTrue(interfaces.IDispatcherReactivated.providedBy(
             self.events[-1]))
 

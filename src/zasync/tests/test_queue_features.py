@@ -291,3 +291,15 @@ class ClaimSkipTests(DatabaseFixture, unittest.TestCase):
         self.assertIsNone(self.queue.claim(skip=3))
         self.assertEqual(self.queue.claim(skip=0).args[0], 0)
         self.assertEqual([job.args[0] for job in self.queue], [1, 4])
+
+    def test_upcoming(self):
+        for i in range(5):
+            self.queue.put(Job(operator.add, i, 0))
+        self.tm.commit()
+        self.assertEqual([job.args[0] for job in self.queue.upcoming(2)],
+                         [0, 1])
+        self.assertEqual([job.args[0] for job in self.queue.upcoming(9, 3)],
+                         [3, 4])
+        self.assertEqual(len(self.queue), 5)   # (nothing claimed)
+        self.queue.pause()
+        self.assertEqual(self.queue.upcoming(2), [])
