@@ -18,6 +18,9 @@ PostgreSQL for RelStorage with psycopg2).  One run prints:
   empty; and its ratio to the ceiling;
 - median and p99 latency from the enqueuing commit to the job starting, on
   idle workers (``time.time`` as the job: it returns when it started);
+- the CPU the server process (ZEO) and each worker used during the
+  throughput run, in per cent of one core (what bounds the run on a small
+  machine);
 - the peak memory (VmHWM) of each worker process, and (when the web
   extra is installed: each worker serves ``--metrics-listen``) its claims
   tried again after a conflict and its group commits, read from its
@@ -73,6 +76,28 @@ def peak_memory(pid):
     except OSError:
         pass
     return None
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of process ``pid`` so far (None if
+    unknown)."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf(
+            'SC_CLK_TCK')
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_pids(server, workers):
+    """``[(name, pid)]`` of the server process (ZEO) and the workers."""
+    pids = []
+    process = getattr(server, 'process', None)
+    if process is not None and hasattr(process, 'pid'):
+        pids.append(('server', process.pid))
+    pids.extend((worker.name, worker.pid) for worker in workers)
+    return pids
 
 
 def metrics_options():
@@ -157,15 +182,36 @@ def run(args):
         # (their records changed) and start claiming.
         for uuid in uuids:
             queue.dispatchers[uuid]['main'].size = args.threads
+        pids = process_pids(server, workers)
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids}
         tm.commit()
         begin = time.perf_counter()
         wait_until(conn, lambda: _idle(queue, uuids), 900)
         elapsed = time.perf_counter() - begin
+        cpu = []
+        for name, pid in pids:
+            after = cpu_seconds(pid)
+            if after is not None and cpu_before[name] is not None:
+                cpu.append('%s %.0f %%' % (
+                    name, 100 * (after - cpu_before[name]) / elapsed))
+        counters_after_run = [
+            worker_counters(port) if port is not None else {}
+            for port in ports]
         jobs_per_second = args.jobs / elapsed
         print('jobs/s (%d trivial jobs):          %8.0f   (%.2f s)'
               % (args.jobs, jobs_per_second, elapsed))
         print('ratio jobs/s / ceiling:              %8.2f'
               % (jobs_per_second / rate))
+        if cpu:
+            print('CPU during the run (of one core; %d cores): %s'
+                  % (os.cpu_count(), ', '.join(cpu)))
+        for worker, counters in zip(workers, counters_after_run):
+            if counters:
+                print('%s during the run: claims tried again %d, group '
+                      'commits %d (%d jobs)' % (
+                          worker.name, counters.get('claim_conflicts', 0),
+                          counters.get('group_commits', 0),
+                          counters.get('grouped_jobs', 0)))
 
         samples = []
         for i in range(args.latency_jobs):
@@ -189,11 +235,11 @@ def run(args):
         for worker, port in zip(workers, ports):
             if port is not None:
                 counters = worker_counters(port)
-                print('%s: claims tried again %d, group commits %d (%d '
-                      'jobs)' % (worker.name,
-                                 counters.get('claim_conflicts', 0),
-                                 counters.get('group_commits', 0),
-                                 counters.get('grouped_jobs', 0)))
+                print('%s, in all: claims tried again %d, group commits '
+                      '%d (%d jobs)' % (
+                          worker.name, counters.get('claim_conflicts', 0),
+                          counters.get('group_commits', 0),
+                          counters.get('grouped_jobs', 0)))
         tm.abort()
         conn.close()
         for worker in workers:
