@@ -92,9 +92,12 @@ def cpu_seconds(pid):
 
 def process_pids(server, workers):
     """``[(name, pid)]`` of the server process (ZEO) and the workers."""
+    from zasync.testing import servers
     pids = []
     process = getattr(server, 'process', None)
-    if process is not None and hasattr(process, 'pid'):
+    if isinstance(server, servers.ZEOServer) and process is not None:
+        # (PostgreSQL works in one backend process per connection: not
+        # counted)
         pids.append(('server', process.pid))
     pids.extend((worker.name, worker.pid) for worker in workers)
     return pids
