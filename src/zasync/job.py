@@ -30,7 +30,8 @@ from zasync import timeouts
 from zasync import utils
 from zasync._pending import check_priority
 from zasync._resolving import merge_made_parts
-from zasync.annotations import PendingAnnotations
+from zasync.parts import PendingAnnotations
+from zasync.parts import PendingKeywords
 from zasync.failure import Failure
 from zasync.failure import from_twisted
 from zasync.failure import isFailure
@@ -499,23 +500,41 @@ class Job(_AddCallbacks, utils.Base):
         if not args:
             raise TypeError('Job needs a callable')
         self.args = persistent.list.PersistentList(args[1:])
-        self.kwargs = persistent.mapping.PersistentMapping(kwargs)
+        if kwargs:
+            self.kwargs = persistent.mapping.PersistentMapping(kwargs)
         self.callable = args[0]
         _check_picklable(
             (list(args[1:]), kwargs),
             'an argument of the job calling %r' % (args[0],))
 
     def __setstate__(self, state):
-        if 'callbacks' in state or 'annotations' in state:
+        if ('callbacks' in state or 'annotations' in state
+                or 'kwargs' in state):
             # stored under the public names (zc.async, migrated databases)
             state = dict(state)
-            for name in ('callbacks', 'annotations'):
+            for name in ('callbacks', 'annotations', 'kwargs'):
                 if name in state:
                     state['_' + name] = state.pop(name)
         super().__setstate__(state)
 
+    #: the keyword arguments: a ``PersistentMapping``, made for a job
+    #: called with some, or by the first write (see ``zasync.parts``)
+    _kwargs = None
+
+    @property
+    def kwargs(self):
+        """The keyword arguments of the call: a ``PersistentMapping`` (for
+        a job called without any, a ``PendingKeywords`` reading as an
+        empty one until something is written to it)."""
+        mapping = self._kwargs
+        return PendingKeywords(self, '_kwargs') if mapping is None else mapping
+
+    @kwargs.setter
+    def kwargs(self, value):
+        self._kwargs = value
+
     #: the annotations: an ``OOBTree`` made by the first write (see
-    #: ``zasync.annotations``)
+    #: ``zasync.parts``)
     _annotations = None
 
     @property
@@ -523,7 +542,8 @@ class Job(_AddCallbacks, utils.Base):
         """Anything about the job, by key: an ``OOBTree`` (while nothing
         was written, a ``PendingAnnotations`` reading as an empty one)."""
         tree = self._annotations
-        return PendingAnnotations(self) if tree is None else tree
+        return (PendingAnnotations(self, '_annotations') if tree is None
+                else tree)
 
     @annotations.setter
     def annotations(self, value):

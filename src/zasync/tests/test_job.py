@@ -9,6 +9,7 @@ import unittest
 import BTrees.OOBTree
 import persistent
 import persistent.list
+import persistent.mapping
 import transaction
 import ZODB
 import ZODB.FileStorage
@@ -635,8 +636,27 @@ class TestWhatAJobStores(DatabaseFixture, unittest.TestCase):
         self.tm.commit()
         before = len(self.db.storage)
         self.stored(Job(operator.add, 1, 2))
-        # the job, its args list and its kwargs mapping
-        self.assertEqual(len(self.db.storage) - before, 3)
+        # the job and its args list
+        self.assertEqual(len(self.db.storage) - before, 2)
+        self.stored(Job(operator.add, 1, 2, x=1))
+        # ... and a kwargs mapping for a job called with some
+        self.assertEqual(len(self.db.storage) - before, 5)
+
+    def test_keyword_arguments_made_on_first_write(self):
+        job = self.stored(Job(dict))
+        self.assertEqual((dict(job.kwargs), len(job.kwargs), job.kwargs,
+                          job.kwargs.get('a')), ({}, 0, {}, None))
+        self.assertFalse(job._p_changed)
+        # (nor asking the stand-in about itself: prefetching does)
+        self.assertIsNone(getattr(job.kwargs, '_p_changed', None))
+        self.assertFalse(hasattr(job.annotations, '_p_oid'))
+        self.assertFalse(job._p_changed)
+        job.kwargs['a'] = 1
+        job.kwargs.update(b=2)
+        self.assertIsInstance(job.kwargs,
+                              persistent.mapping.PersistentMapping)
+        self.tm.commit()
+        self.assertEqual(job(), {'a': 1, 'b': 2})
 
     def test_reading_annotations_does_not_change_the_job(self):
         job = self.stored(Job(operator.add, 1, 2))
@@ -683,10 +703,12 @@ class TestWhatAJobStores(DatabaseFixture, unittest.TestCase):
         tree = BTrees.OOBTree.OOBTree({'k': 'v'})
         state['annotations'] = tree
         state['callbacks'] = persistent.list.PersistentList(['cb'])
+        state['kwargs'] = persistent.mapping.PersistentMapping({'k': 1})
         loaded = Job.__new__(Job)
         loaded.__setstate__(state)
         self.assertIs(loaded.annotations, tree)
         self.assertEqual(list(loaded.callbacks), ['cb'])
+        self.assertEqual(dict(loaded.kwargs), {'k': 1})
         self.assertNotIn('annotations', loaded.__dict__)
 
     def concurrently(self, job, here, there):
