@@ -101,9 +101,9 @@ class GroupingTransactionManagerTests(unittest.TestCase):
         tm.abandon_group()
 
 
-class GroupCommitTests(DispatcherFixture, unittest.TestCase):
-
-    agent_size = 1
+class GroupFixture(DispatcherFixture):
+    """A dispatcher making groups of up to 10 jobs, ``root['effects']``
+    and the gates of ``effect``."""
 
     def setUp(self):
         super().setUp()
@@ -138,6 +138,11 @@ class GroupCommitTests(DispatcherFixture, unittest.TestCase):
         jobs = [self.queue.put(Job(effect, name, **kw)) for name in names]
         self.tm.commit()
         return jobs
+
+
+class GroupCommitTests(GroupFixture, unittest.TestCase):
+
+    agent_size = 1
 
     def test_short_jobs_commit_together(self):
         import zope.testing.loggingsupport
@@ -247,7 +252,7 @@ class GroupCommitTests(DispatcherFixture, unittest.TestCase):
         self.assertNotIn('w', self.root)
 
 
-class KeptJobsTests(DispatcherFixture, unittest.TestCase):
+class KeptJobsTests(GroupFixture, unittest.TestCase):
     """Issue 14: with group commits, the thread that claimed a batch keeps
     it for its groups (more threads are not slower than one); the other
     threads take half of what it keeps once it has kept jobs for
@@ -255,23 +260,8 @@ class KeptJobsTests(DispatcherFixture, unittest.TestCase):
 
     agent_size = 2
 
-    def setUp(self):
-        super().setUp()
-        RUNS.clear()
-        GATES.clear()
-        self.dispatcher.group_size = 10
-        self.dispatcher.group_age = 600
-        self.root['effects'] = persistent.mapping.PersistentMapping()
-        self.tm.commit()
-
-    def tearDown(self):
-        for started, release in GATES.values():
-            release.set()
-        super().tearDown()
-
     def test_jobs_kept_behind_a_long_job_are_taken_by_another_thread(self):
-        GATES['long'] = started, release = (threading.Event(),
-                                            threading.Event())
+        started, release = self.gate('long')
         self.tm.begin()
         long_job = self.queue.put(Job(effect, 'long'))
         others = [self.queue.put(Job(effect, name)) for name in 'abc']
@@ -287,11 +277,5 @@ class KeptJobsTests(DispatcherFixture, unittest.TestCase):
         # (every job writes root['effects']: the long job's commit, after
         # the others', conflicted and ran it again; its effects committed
         # once)
-        tm = transaction.TransactionManager()
-        conn = self.db.open(transaction_manager=tm)
-        try:
-            self.assertEqual(dict(conn.root()['effects']),
-                             {'long': 1, 'a': 1, 'b': 1, 'c': 1})
-        finally:
-            tm.abort()
-            conn.close()
+        self.assertEqual(self.committed_effects(),
+                         {'long': 1, 'a': 1, 'b': 1, 'c': 1})
