@@ -85,8 +85,7 @@ class PendingPart:
         del self._writing()[key]
 
     def __repr__(self):
-        return '<%s of %r: %r>' % (type(self).__name__, self._owner,
-                                   dict(self._reading().items()))
+        return repr(self._reading())   # (it reads as the part would)
 
 
 class PendingAnnotations(PendingPart):
