@@ -665,7 +665,7 @@ class Dispatcher:
             # their claims do not conflict over the same first jobs.
             skip = room * _rank(queue.dispatchers, self.UUID)
             if room > 1:
-                _prefetch_upcoming(conn, queue, room, skip)
+                _prefetch_upcoming(queue, room, skip)
             while room > 0:
                 job = agent.claimJob(limit=limit, skip=skip)
                 if job is None and skip:
@@ -688,7 +688,7 @@ class Dispatcher:
             self._stash_claim_failure(conn, queue_name, agent_name,
                                       result)
             return result
-        _prefetch_parts(conn, claimed)
+        _prefetch_parts(claimed)
         items = []
         ids = []
         for job in claimed:
@@ -1127,7 +1127,7 @@ def _prefetch(objects):
             utils.trace_log.debug('prefetching failed', exc_info=True)
 
 
-def _prefetch_parts(conn, jobs):
+def _prefetch_parts(jobs):
     """Prefetch the parts of ``jobs`` that claiming or running them needs
     (loading the jobs, which a prefetch of their own may have asked for;
     a job that cannot be loaded is left to the claim, which holds it)."""
@@ -1140,7 +1140,7 @@ def _prefetch_parts(conn, jobs):
     _prefetch(parts)
 
 
-def _prefetch_upcoming(conn, queue, count, skip):
+def _prefetch_upcoming(queue, count, skip):
     """Before a claim: prefetch the jobs it will look at first, then their
     parts (two round trips on ZEO, where looking at them one by one took
     two per job)."""
@@ -1148,7 +1148,7 @@ def _prefetch_upcoming(conn, queue, count, skip):
         queue.upcoming(count) if skip else [])
     if jobs:
         _prefetch(jobs)
-        _prefetch_parts(conn, jobs)
+        _prefetch_parts(jobs)
 
 
 def _cancel_oids(queue):

@@ -330,10 +330,7 @@ class Queue(utils.Base):
             return default
         now = utils.now()
         cleaned = set()
-        entries = self._stores().entries(until=now)
-        if skip:
-            entries = itertools.islice(entries, skip, None)
-        for location, job in entries:
+        for location, job in self._due_entries(now, skip):
             problem = load_problem(job)
             if problem is not None:
                 self._hold(location, job, problem, now)
@@ -367,9 +364,14 @@ class Queue(utils.Base):
         may be ghosts: for prefetching).  A paused queue has none."""
         if self._paused or count <= 0:
             return []
-        entries = self._stores().entries(until=utils.now())
-        return [job for location, job in
-                itertools.islice(entries, skip, skip + count)]
+        return [job for location, job in itertools.islice(
+            self._due_entries(utils.now(), skip), count)]
+
+    def _due_entries(self, now, skip=0):
+        """``(location, job)`` in claim order up to ``now``'s second, the
+        first ``skip`` passed over."""
+        entries = self._stores().entries(until=now)
+        return itertools.islice(entries, skip, None) if skip else entries
 
     # -- jobs that cannot be loaded ---------------------------------------
 
