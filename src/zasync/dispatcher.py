@@ -1099,7 +1099,7 @@ def _direct_oids(obj):
 
 
 #: the persistent parts of a job that running it loads
-_JOB_PARTS = ('args', 'kwargs', 'callbacks')
+_JOB_PARTS = ('_args', '_kwargs', '_callbacks')
 
 
 def _rank(dispatchers, uuid):

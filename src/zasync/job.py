@@ -30,6 +30,7 @@ from zasync import timeouts
 from zasync import utils
 from zasync._pending import check_priority
 from zasync._resolving import merge_made_parts
+from zasync.parts import InlineArguments
 from zasync.parts import PendingAnnotations
 from zasync.parts import PendingKeywords
 from zasync.failure import Failure
@@ -465,6 +466,11 @@ class _AddCallbacks:
             retry_policy_factory=retry_policy_factory))
 
 
+#: a job's parts that zc.async (and earlier zasync) stored under public
+#: names; ``Job.__setstate__`` moves them to the private ones
+_PUBLIC_PARTS = frozenset(['args', 'callbacks', 'annotations', 'kwargs'])
+
+
 @zope.interface.implementer(interfaces.IJob)
 class Job(_AddCallbacks, utils.Base):
     """A persistent call: ``Job(callable, *args, **kwargs)``."""
@@ -499,7 +505,7 @@ class Job(_AddCallbacks, utils.Base):
         self, args = args[0], args[1:]
         if not args:
             raise TypeError('Job needs a callable')
-        self.args = persistent.list.PersistentList(args[1:])
+        self._args = list(args[1:])
         if kwargs:
             self.kwargs = persistent.mapping.PersistentMapping(kwargs)
         self.callable = args[0]
@@ -508,14 +514,31 @@ class Job(_AddCallbacks, utils.Base):
             'an argument of the job calling %r' % (args[0],))
 
     def __setstate__(self, state):
-        if ('callbacks' in state or 'annotations' in state
-                or 'kwargs' in state):
-            # stored under the public names (zc.async, migrated databases)
+        if not _PUBLIC_PARTS.isdisjoint(state):
+            # stored under the public names (zc.async, migrated databases,
+            # earlier zasync)
             state = dict(state)
-            for name in ('callbacks', 'annotations', 'kwargs'):
+            for name in _PUBLIC_PARTS:
                 if name in state:
                     state['_' + name] = state.pop(name)
         super().__setstate__(state)
+
+    #: the positional arguments: a plain list in the job's own record (a
+    #: ``PersistentList`` in a job stored by zc.async or an earlier zasync)
+    _args = ()
+
+    @property
+    def args(self):
+        """The positional arguments of the call, as a list (stored in the
+        job's own record: see ``zasync.parts.InlineArguments``)."""
+        args = self._args
+        if isinstance(args, list):
+            return InlineArguments(self, '_args')
+        return args   # (a PersistentList of its own)
+
+    @args.setter
+    def args(self, value):
+        self._args = list(value)
 
     #: the keyword arguments: a ``PersistentMapping``, made for a job
     #: called with some, or by the first write (see ``zasync.parts``)

@@ -9,11 +9,18 @@ give a stand-in that reads as an empty one, and whose first write makes
 the job's real one (stored with the job), which every later call reaches.
 Reading never writes: a page or a command that looks at a job does not
 change it.
+
+A job's positional arguments are stored in the job's own record, as a
+plain list: ``job.args`` gives an ``InlineArguments`` reading it, whose
+writes mark the job changed.  (zc.async stored them in a
+``PersistentList`` of their own: one more object for every put; a job
+loaded with one, from zc.async or an earlier zasync, keeps it.)
 """
 import BTrees.OOBTree
 import persistent.mapping
 
-__all__ = ['PendingAnnotations', 'PendingKeywords', 'PendingPart']
+__all__ = ['InlineArguments', 'PendingAnnotations', 'PendingKeywords',
+           'PendingPart']
 
 
 class PendingPart:
@@ -105,3 +112,32 @@ class PendingKeywords(PendingPart):
     __slots__ = ()
     factory = persistent.mapping.PersistentMapping
     READERS = frozenset(['get', 'keys', 'values', 'items', 'copy'])
+
+
+class InlineArguments(PendingPart):
+    """``job.args`` of a job whose arguments are a plain list in its own
+    record (``attribute``): it reads as that list, and a write changes it
+    and marks the job changed, so that it is stored with the job."""
+
+    __slots__ = ()
+    READERS = frozenset(['index', 'count', 'copy'])
+
+    def _reading(self):
+        return getattr(self._owner, self._attribute)
+
+    def _writing(self):
+        self._owner._p_changed = True
+        return getattr(self._owner, self._attribute)
+
+    def __add__(self, other):
+        return list(self._reading()) + list(other)
+
+    def __radd__(self, other):
+        return list(other) + list(self._reading())
+
+    def __iadd__(self, other):
+        self._writing().extend(other)
+        return self
+
+    def __reversed__(self):
+        return reversed(self._reading())

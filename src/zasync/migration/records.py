@@ -60,7 +60,7 @@ def _times(state, names):
 
 def _is_job_state(state):
     return '_callable_root' in state and (
-        '_status_id' in state or 'args' in state)
+        '_status_id' in state or 'args' in state or '_args' in state)
 
 
 def convert_state(key, state):

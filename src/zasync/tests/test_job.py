@@ -623,7 +623,8 @@ class UtilsTests(unittest.TestCase):
 
 class TestWhatAJobStores(DatabaseFixture, unittest.TestCase):
     """Issue 14: a job stores its callbacks list and its annotations tree
-    only once it has some (two objects fewer per put)."""
+    only once it has some, and its positional arguments in its own record
+    (three objects fewer per put)."""
 
     def stored(self, job):
         self.root['job'] = job
@@ -636,11 +637,55 @@ class TestWhatAJobStores(DatabaseFixture, unittest.TestCase):
         self.tm.commit()
         before = len(self.db.storage)
         self.stored(Job(operator.add, 1, 2))
-        # the job and its args list
-        self.assertEqual(len(self.db.storage) - before, 2)
+        # the job alone
+        self.assertEqual(len(self.db.storage) - before, 1)
         self.stored(Job(operator.add, 1, 2, x=1))
         # ... and a kwargs mapping for a job called with some
-        self.assertEqual(len(self.db.storage) - before, 5)
+        self.assertEqual(len(self.db.storage) - before, 3)
+
+    def test_arguments_are_a_list_stored_with_the_job(self):
+        job = self.stored(Job(max, 1, 2))
+        args = job.args
+        self.assertEqual((args, list(args), len(args), args[0], args[-1:],
+                          2 in args, args.index(2), args + [3], repr(args)),
+                         ([1, 2], [1, 2], 2, 1, [2], True, 1, [1, 2, 3],
+                          '[1, 2]'))
+        self.assertFalse(job._p_changed)   # (reading never writes)
+        job.args.append(3)
+        self.assertTrue(job._p_changed)
+        self.tm.commit()
+        self.assertEqual(job(), 3)
+        conn = self.db.open(
+            transaction_manager=transaction.TransactionManager())
+        try:
+            self.assertEqual(list(conn.get(job._p_oid).args), [1, 2, 3])
+        finally:
+            conn.close()
+
+    def test_each_write_to_the_arguments_changes_the_job(self):
+        job = self.stored(Job(operator.add))
+        for write in (lambda a: a.extend([1, 2]), lambda a: a.insert(0, 0),
+                      lambda a: a.__setitem__(0, 5), lambda a: a.pop(0),
+                      lambda a: a.__iadd__([]), lambda a: a.remove(1),
+                      lambda a: a.__delitem__(0), lambda a: a.extend([4, 6])):
+            write(job.args)
+            self.assertTrue(job._p_changed)
+            self.tm.commit()
+        self.assertEqual(job.args, [4, 6])
+        job.args = (7, 8)
+        self.tm.commit()
+        self.assertEqual(job(), 15)
+
+    def test_a_bound_job_stores_a_reference_to_itself(self):
+        job = self.stored(Job.bind(getattr, 'args'))
+        self.tm.commit()
+        conn = self.db.open(
+            transaction_manager=transaction.TransactionManager())
+        try:
+            other = conn.get(job._p_oid)
+            self.assertIs(other.args[0], other)
+        finally:
+            conn.close()
 
     def test_keyword_arguments_made_on_first_write(self):
         job = self.stored(Job(dict))
@@ -704,8 +749,14 @@ class TestWhatAJobStores(DatabaseFixture, unittest.TestCase):
         state['annotations'] = tree
         state['callbacks'] = persistent.list.PersistentList(['cb'])
         state['kwargs'] = persistent.mapping.PersistentMapping({'k': 1})
+        # (and their arguments in a list of their own, as earlier zasync)
+        args = state['args'] = persistent.list.PersistentList([1, 2])
+        del state['_args']
         loaded = Job.__new__(Job)
         loaded.__setstate__(state)
+        self.assertIs(loaded.args, args)
+        loaded.args.append(3)
+        self.assertEqual(list(args), [1, 2, 3])
         self.assertIs(loaded.annotations, tree)
         self.assertEqual(list(loaded.callbacks), ['cb'])
         self.assertEqual(dict(loaded.kwargs), {'k': 1})
