@@ -9,6 +9,7 @@ import datetime
 import importlib
 import io
 import logging
+import sys
 import threading
 import types
 
@@ -79,6 +80,39 @@ except ImportError:  # pragma: no cover - Twisted is a dependency
 # Callables
 
 
+#: values that always pickle (a job's arguments are mostly these: checked
+#: without pickling them)
+_ATOMS = frozenset([int, float, str, bytes, bool, type(None)])
+
+
+def _check_arguments(args, kwargs, what):
+    """``_check_picklable`` for a call's arguments (at once for atoms)."""
+    atoms = _ATOMS
+    if all(type(value) in atoms for value in args) and all(
+            type(value) in atoms for value in kwargs.values()):
+        return
+    _check_picklable((list(args), kwargs), what)
+
+
+def _importable(value):
+    """Whether ``value`` (a function or a class) pickles by its name: it is
+    the global of its qualified name in its module (looked up, or else
+    pickled as ZODB would)."""
+    module = sys.modules.get(getattr(value, '__module__', None) or '')
+    qualname = getattr(value, '__qualname__', None)
+    if module is not None and isinstance(qualname, str):
+        found = module
+        for part in qualname.split('.'):
+            found = getattr(found, part, None)
+        if found is value:
+            return True
+    try:
+        _check_picklable(value, 'it')
+    except ValueError:
+        return False
+    return True
+
+
 def _check_picklable(value, what):
     """Raise a ValueError unless ``value`` pickles as the ZODB would do it.
 
@@ -115,9 +149,7 @@ def _callable_problem(value):
         return 'it is not callable'
     if isinstance(value, (type, types.FunctionType,
                           types.BuiltinFunctionType)):
-        try:
-            _check_picklable(value, 'it')
-        except ValueError:
+        if not _importable(value):
             return 'it cannot be imported by its name (%s.%s)' % (
                 getattr(value, '__module__', '?'),
                 getattr(value, '__qualname__', '?'))
@@ -509,8 +541,8 @@ class Job(_AddCallbacks, utils.Base):
         if kwargs:
             self.kwargs = persistent.mapping.PersistentMapping(kwargs)
         self.callable = args[0]
-        _check_picklable(
-            (list(args[1:]), kwargs),
+        _check_arguments(
+            args[1:], kwargs,
             'an argument of the job calling %r' % (args[0],))
 
     def __setstate__(self, state):

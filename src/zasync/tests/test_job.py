@@ -126,6 +126,40 @@ class StubAgent(persistent.Persistent):
         self.completed = job
 
 
+def shadowed():
+    """A function whose module global is rebound below."""
+
+
+_shadowed_original = shadowed
+shadowed = give   # (the name now imports another function)
+
+
+class TestWhatAJobAccepts(unittest.TestCase):
+    """A job refuses, when it is made, what could not be stored (checked
+    quickly for the common cases: issue 14)."""
+
+    def test_a_function_whose_name_imports_another_is_refused(self):
+        with self.assertRaises(interfaces.UnpicklableCallableError) as caught:
+            Job(_shadowed_original)
+        self.assertIn('cannot be imported by its name', str(caught.exception))
+        self.assertIs(Job(shadowed).callable, give)
+
+    def test_importable_globals_are_accepted(self):
+        for value in (give, operator.add, dict, Failure, len):
+            self.assertIs(Job(value).callable, value)
+
+    def test_arguments_are_checked_unless_all_are_atoms(self):
+        job = Job(give, 1, 2.5, 'x', b'y', True, None, key='value')
+        self.assertEqual(list(job.args), [1, 2.5, 'x', b'y', True, None])
+        for args, kwargs in ((([threading.Lock()],), {}),
+                             ((), {'lock': threading.Lock()}),
+                             ((1, threading.Lock()), {})):
+            with self.assertRaises(ValueError) as caught:
+                Job(give, *args, **kwargs)
+            self.assertIn('cannot be stored in the database',
+                          str(caught.exception))
+
+
 class DatabaseTest(DatabaseFixture, unittest.TestCase):
 
     global_transaction = True
