@@ -533,6 +533,17 @@ def _starts_a_dispatcher():
                for registration in gsm.registeredHandlers())
 
 
+def _tolerant_by_default(factory):
+    """Make the ``<zodb>`` section ``factory`` open its database with
+    ``tolerant_class_factory``, as ``open_uri`` does, unless it names a
+    class factory of its own (``class-factory``, ZODB 6.3).  (Through the
+    section, not ``db.classFactory`` afterwards: a connection keeps the
+    factory of its database at its creation, and ``ZODB.DB`` pools the
+    one it opened to look for the root.)"""
+    if getattr(factory.config, 'class_factory', None) is None:
+        factory.config.class_factory = tolerant_class_factory
+
+
 def open_zope_conf(path, worker=False):
     """Load a zope.conf the way a Zope server does (logging, product-config,
     path, site ZCML), open its databases and announce them
@@ -543,6 +554,9 @@ def open_zope_conf(path, worker=False):
     a ``DatabaseOpened`` subscriber that fails (such as one needing a
     member database that is not configured) are each a one-line
     ``UsageError``.
+    Every database opens with ``zasync.job.tolerant_class_factory`` (unless
+    its ``<zodb>`` section names a ``class-factory``), as with ``open_uri``:
+    a job of a module failing at import is held as unloadable.
     With ``worker``, a site definition that starts a dispatcher of its own
     (``<zasync:dispatcher>``) is refused before any database opens.
     """
@@ -575,6 +589,8 @@ def open_zope_conf(path, worker=False):
     factories = list(options.databases or ())
     if not factories:
         raise UsageError('%s has no <zodb> section' % (path,))
+    for factory in factories:
+        _tolerant_by_default(factory)
     leftovers = _Leftovers([p for factory in factories
                             for p in _file_storage_paths(
                                 factory.config.storage)])
