@@ -10,7 +10,10 @@ One run prints:
   that runs them appears (enqueue -> completed), and its ratio to the
   ceiling;
 - median and p99 latency from the enqueuing commit to the job starting,
-  for ``--latency-jobs`` jobs enqueued one by one on an idle dispatcher;
+  for ``--latency-jobs`` jobs enqueued one by one on an idle dispatcher,
+  once for each ``--group-commit`` setting (with group commits, a job
+  that comes alone runs in its claim's transaction: how many did is
+  printed too);
 - peak memory (max RSS) of the process.
 
 With ``--storage file`` everything runs in this process: a real Twisted
@@ -160,9 +163,9 @@ def throughput(kind, directory, jobs, workers, prefetch=0, group_size=1):
 COUNTERS = []
 
 
-def latency(kind, directory, count, workers):
+def latency(kind, directory, count, workers, group_size=1):
     from zasync.job import Job
-    setup = Setup(kind, directory, 'latency')
+    setup = Setup(kind, directory, 'latency', group_size=group_size)
     try:
         setup.add_agent(workers)
         setup.tm.commit()
@@ -180,6 +183,7 @@ def latency(kind, directory, count, workers):
                 raise SystemExit('job %d never started' % i)
             samples.append(_started[i] - before)
             time.sleep(0.002)   # idle again
+        COUNTERS.append(setup.dispatcher.run_in_claim)
         return samples
     finally:
         setup.close()
@@ -266,12 +270,17 @@ def main(argv=None):
             print('ratio %s / %s: %.2f' % (
                 label(config), label(configs[0]),
                 statistics.median(runs[config]) / first))
-        samples = latency(args.storage, directory, args.latency_jobs,
-                          args.workers)
-        print('enqueue->start latency (%d jobs): p50 %.2f ms, p99 %.2f ms, '
-              'max %.2f ms' % (
-                  len(samples), percentile(samples, 0.5) * 1000,
-                  percentile(samples, 0.99) * 1000, max(samples) * 1000))
+        for group_size in sorted({config[1] for config in configs}):
+            samples = latency(args.storage, directory, args.latency_jobs,
+                              args.workers, group_size)
+            print('enqueue->start latency (%d jobs, group commit %s): p50 '
+                  '%.2f ms, p99 %.2f ms, max %.2f ms; %d run in their '
+                  'claim' % (
+                      len(samples),
+                      'on (%d)' % group_size if group_size > 1 else 'off',
+                      percentile(samples, 0.5) * 1000,
+                      percentile(samples, 0.99) * 1000, max(samples) * 1000,
+                      COUNTERS[-1]))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print('peak memory (max RSS):      %8.1f MB' % (peak / 1024.0))
     finally:

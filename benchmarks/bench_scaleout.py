@@ -117,7 +117,7 @@ def metrics_options():
 
 
 def worker_counters(port, names=('claim_conflicts', 'group_commits',
-                                 'grouped_jobs')):
+                                 'grouped_jobs', 'run_in_claim')):
     """The worker's counters ``names`` from its ``/metrics``."""
     with urllib.request.urlopen(
             'http://127.0.0.1:%d/metrics' % port, timeout=10) as response:
@@ -239,10 +239,11 @@ def run(args):
             if port is not None:
                 counters = worker_counters(port)
                 print('%s, in all: claims tried again %d, group commits '
-                      '%d (%d jobs)' % (
+                      '%d (%d jobs), jobs run in their claim %d' % (
                           worker.name, counters.get('claim_conflicts', 0),
                           counters.get('group_commits', 0),
-                          counters.get('grouped_jobs', 0)))
+                          counters.get('grouped_jobs', 0),
+                          counters.get('run_in_claim', 0)))
         tm.abort()
         conn.close()
         for worker in workers:

@@ -312,21 +312,31 @@ class Agent(utils.Base):
 
     # -- claiming ----------------------------------------------------------
 
-    def claimJob(self, limit=None, skip=0):
+    def claimJob(self, limit=None, skip=0, exclude=None):
         """Claim a job if the dispatcher is alive and there is room: fewer
         than ``size`` jobs held (or ``limit``: a dispatcher that prefetches
-        lets an agent hold more than it runs at once).  ``skip``: see
-        ``Queue.claim`` (a chooser is not told)."""
+        lets an agent hold more than it runs at once).  ``skip`` and
+        ``exclude``: see ``Queue.claim`` (a chooser is not told; only an
+        agent that ``excludes`` honours ``exclude``)."""
         record = self.parent
         if record is None or not record.activated or record.dead:
             return None
         if len(self) >= (self.size if limit is None else limit):
             return None
-        job = self._choose(skip)
+        if exclude is not None and self.excludes:
+            job = self.queue.claim(self._filter, skip=skip, exclude=exclude)
+        else:
+            job = self._choose(skip)
         if job is not None:
             job.parent = self
             self._append(job)
         return job
+
+    @property
+    def excludes(self):
+        """Whether ``claimJob`` honours ``exclude``: the agent claims with
+        its filter (no chooser, and ``_choose`` is not overridden)."""
+        return self._chooser is None and type(self)._choose is Agent._choose
 
     def _choose(self, skip=0):
         """The subclass hook: claim (and return) a job, or None."""

@@ -65,12 +65,12 @@ def registered():
     return list(_dispatchers.values())
 
 
-def _quietly(func, message, tm):
+def _quietly(func, message, tm, commit=True):
     """``utils.try_five_times`` for the dispatcher's own commits, which must
     not wake it (or its worker threads) up again."""
     wakeup.quiet.active = True
     try:
-        return utils.try_five_times(func, message, tm)
+        return utils.try_five_times(func, message, tm, commit)
     finally:
         wakeup.quiet.active = False
 
@@ -238,6 +238,13 @@ class Dispatcher:
         #: (oid, database name) of jobs our agents hold whose cancellation
         #: was seen before they ran (a group's older view would miss it)
         self.cancelled_claims = set()
+        #: (oid, database name) of the jobs worker threads run in the
+        #: transaction of their claim, which has not committed: every claim
+        #: of ours passes over them (see ``AgentThreadPool``)
+        self.in_flight = set()
+        #: callable (see ``pool._callable_key``) -> how many of its last
+        #: runs here were short, in a row (the most recent last)
+        self.short_runs = collections.OrderedDict()
         self._cancel_check_pending = False
         self._pool_size_added = 0
         self.slot_timer = schedule.SlotTimer(self)   # periodic jobs
@@ -612,7 +619,8 @@ class Dispatcher:
 
     # -- claiming ----------------------------------------------------------
 
-    def claimJobs(self, conn, queue_name, agent_name, pool, wait=True):
+    def claimJobs(self, conn, queue_name, agent_name, pool, wait=True,
+                  run_first=False):
         """Claim, in one transaction of ``conn``, as many jobs as the agent
         has room for.  Return the work items, or a ``Failure``.
 
@@ -620,12 +628,19 @@ class Dispatcher:
         would conflict).  Without ``wait``, a claim of another thread going
         on returns ``[]`` at once: that claim hands its jobs round, and
         claims once more when it is done (``pool.claim_lock``).
+
+        ``run_first`` (a worker thread claiming, with group commits): when
+        the claim took a single job that may join a group, and no other
+        dispatcher is alive in the queue, the claim is not committed: the
+        job is in ``in_flight``, and the calling thread runs it in the
+        claim's transaction (see ``AgentThreadPool._perform_group``).
         """
         if not pool.claim_lock.acquire(wait):
             pool.claim_wanted = True
             return []
         try:
-            items = self._claim_jobs(conn, queue_name, agent_name, pool)
+            items = self._claim_jobs(conn, queue_name, agent_name, pool,
+                                     run_first)
         finally:
             pool.claim_lock.release()
         if pool.claim_wanted:
@@ -633,7 +648,8 @@ class Dispatcher:
             pool.requestClaim()
         return items
 
-    def _claim_jobs(self, conn, queue_name, agent_name, pool):
+    def _claim_jobs(self, conn, queue_name, agent_name, pool,
+                    run_first=False):
         tm = conn.transaction_manager
         claimed = []
         if not self.activated:
@@ -642,10 +658,12 @@ class Dispatcher:
         tm.begin()
 
         attempts = []
+        uncommitted = []
 
         def claim():
             attempts.append(1)
             del claimed[:]
+            del uncommitted[:]
             queues = conn.root().get(interfaces.KEY)
             queue = queues[queue_name]
             agent = queue.dispatchers[self.UUID][agent_name]
@@ -666,11 +684,15 @@ class Dispatcher:
             skip = room * _rank(queue.dispatchers, self.UUID)
             if room > 1:
                 _prefetch_upcoming(queue, room, skip)
+            # (an agent of ours passes over the jobs we run in claims not
+            # committed yet; another kind of agent is not asked to)
+            excludes = getattr(agent, 'excludes', False)
+            more = {'exclude': self._in_flight_job} if excludes else {}
             while room > 0:
-                job = agent.claimJob(limit=limit, skip=skip)
+                job = agent.claimJob(limit=limit, skip=skip, **more)
                 if job is None and skip:
                     skip = 0   # not that deep: from the head, then
-                    job = agent.claimJob(limit=limit)
+                    job = agent.claimJob(limit=limit, **more)
                 if job is None:
                     break
                 # Started in the claim's transaction: one commit less
@@ -678,17 +700,29 @@ class Dispatcher:
                 job.start()
                 claimed.append(job)
                 room -= 1
+            if (run_first and len(claimed) == 1 and excludes
+                    and _alone(queue.dispatchers, self.UUID)
+                    and pool.may_run_in_claim(claimed[0],
+                                              getId(claimed[0]))):
+                uncommitted.append(getId(claimed[0]))
+            else:
+                tm.commit()
             return agent
 
         result = _quietly(
             claim, 'claiming jobs for agent %r of queue %r'
-            % (agent_name, queue_name), tm)
+            % (agent_name, queue_name), tm, commit=False)
         self.claim_conflicts += max(0, len(attempts) - 1)
         if isinstance(result, Failure):
             self._stash_claim_failure(conn, queue_name, agent_name,
                                       result)
             return result
-        _prefetch_parts(claimed)
+        if uncommitted:
+            # (run by the calling thread in this transaction: nothing to
+            # prefetch, and the transaction goes on)
+            self.in_flight.update(uncommitted)
+        else:
+            _prefetch_parts(claimed)
         items = []
         ids = []
         for job in claimed:
@@ -703,12 +737,22 @@ class Dispatcher:
             self.jobs[job_id] = info
             ids.append(job_id)
             items.append(job_id + (info,))
-        tm.abort()
+        if not uncommitted:
+            tm.abort()
         if ids:
             with self._new_jobs_lock:
                 self._new_jobs.setdefault(
                     (queue_name, agent_name), []).extend(ids)
         return items
+
+    def _in_flight_job(self, job):
+        """(``Queue.claim``'s ``exclude``) whether ``job``, an entry of a
+        queue (a ghost, maybe), is run by one of our threads in a claim
+        that has not committed."""
+        in_flight = self.in_flight
+        return bool(in_flight) and (
+            ZODB.utils.u64(job._p_oid),
+            job._p_jar.db().database_name) in in_flight
 
     #: how many jobs a claim may take beyond an agent's free threads when
     #: its queue holds more than it could take: they wait, claimed and
@@ -725,6 +769,15 @@ class Dispatcher:
     groups_committed = 0   # groups of 2 jobs or more that committed
     grouped_jobs = 0       # the jobs they committed
     claim_conflicts = 0    # claims tried again after a transaction error
+    run_in_claim = 0       # jobs that committed with their claim
+    #: a job that comes alone runs in its claim's transaction once the
+    #: last ``run_in_claim_after`` runs of its callable here each took
+    #: less than ``short_run`` seconds (a longer run starts the count
+    #: again; see docs/jobs_and_transactions.rst); ``short_runs_size``:
+    #: how many callables are remembered
+    run_in_claim_after = 3
+    short_run = 0.005
+    short_runs_size = 1000
 
     #: a worker thread archives its agent's completed jobs once this many
     #: wait in the collection's inbox (polls archive any number)
@@ -1100,6 +1153,13 @@ def _direct_oids(obj):
 
 #: the persistent parts of a job that running it loads
 _JOB_PARTS = ('_args', '_kwargs', '_callbacks')
+
+
+def _alone(dispatchers, uuid):
+    """Whether no dispatcher but ``uuid`` is alive in a queue (none other
+    could claim a job whose claim has not committed)."""
+    return not any(other != uuid and record.activated and not record.dead
+                   for other, record in dispatchers.items())
 
 
 def _rank(dispatchers, uuid):

@@ -22,6 +22,12 @@ mapped onto it:
   commits its effects and its result together, or -- on a conflict or any
   other error -- none does.
 
+A group may also go on in the transaction that claimed its first job
+(``start_group(claimed=True)``: the claim commits with the group, see
+``AgentThreadPool``): then no job of it can abort alone, not even the
+first -- aborting would lose the claim -- and ``abort()`` or ``begin()``
+in the middle of any job raise ``GroupSplit``.
+
 After a ``GroupSplit`` or a failed group commit, ``abandon_group()``
 aborts everything and the worker runs the group's jobs again, one per
 transaction: none of them had committed, so no callable whose effects
@@ -47,13 +53,17 @@ class GroupingTransactionManager(transaction.TransactionManager):
     _dirty = False      # a job runs (between job_starts and job_done)
     _job_commits = 0    # commits the running job asked for
     _committed = 0      # jobs of the group that are done
+    _claimed = False    # the group goes on in its first job's claim
 
-    def start_group(self):
-        """Begin a real transaction, and group what follows in it."""
-        txn = super().begin()
+    def start_group(self, claimed=False):
+        """Begin a real transaction, and group what follows in it; with
+        ``claimed``, group what follows in the transaction going on (the
+        claim of the group's first job, which commits with it)."""
+        txn = self.get() if claimed else super().begin()
         self.grouping = True
         self._dirty = False
         self._committed = 0
+        self._claimed = claimed
         return txn
 
     def job_starts(self):
@@ -105,7 +115,7 @@ class GroupingTransactionManager(transaction.TransactionManager):
         """Discard what the running job wrote since it started."""
         if not self._dirty:
             return   # (between jobs: nothing to discard)
-        if self._committed or self._job_commits:
+        if self._committed or self._job_commits or self._claimed:
             raise GroupSplit('a job of the group has to abort')
         super().abort()   # (the group's first job: nothing else is lost)
         super().begin()

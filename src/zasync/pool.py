@@ -11,6 +11,7 @@ import collections
 import queue as queue_module
 import threading
 import time
+import types
 
 import ZODB.POSException
 import ZODB.utils
@@ -78,6 +79,22 @@ class FailStopped:
         self.error = run.stopped
 
 
+_GLOBALS = (type, types.FunctionType, types.BuiltinFunctionType)
+
+
+def _callable_key(job):
+    """What runs when ``job`` runs, to tell how long its runs take: the
+    function (or class), or the class of the object and the method name;
+    None if there is none."""
+    try:
+        root, name = job.callableParts()
+        if name is None and isinstance(root, _GLOBALS):
+            return root
+        return (type(root), name)
+    except Exception:
+        return None
+
+
 class AgentThreadPool:
     """Threads performing the jobs of the agent ``name`` of ``queue_name``."""
 
@@ -103,6 +120,12 @@ class AgentThreadPool:
         # for its groups, monotonic time since when it keeps some]
         self._kept = {}
         self._archived_at = 0       # ``finished`` at the last archiving
+        # (oid, database name) of jobs whose run in their claim's
+        # transaction did not commit: claimed the usual way from then on
+        self._split_in_claim = collections.OrderedDict()
+        # thread ident string -> the id of the job it runs in its claim's
+        # transaction (also in ``Dispatcher.in_flight``)
+        self._in_flight = {}
         if size:
             self.setSize(size)
 
@@ -362,7 +385,7 @@ class AgentThreadPool:
                 if item is STOP:
                     break
                 if item is CLAIM:
-                    items = self._claim(conn)
+                    items = self._claim(conn, run_first=True)
                 else:
                     items = [item]
                 while items:
@@ -394,9 +417,10 @@ class AgentThreadPool:
                         break
                     if self._keeps(ident) or not self.queue.empty():
                         break   # (jobs claimed already come first)
-                    items = self._claim(conn)
+                    items = self._claim(conn, run_first=True)
         finally:
             self._release_kept(ident)
+            self._forget_in_flight(ident)
             local.dispatcher = None
             local.name = None
             local.job = None
@@ -420,18 +444,80 @@ class AgentThreadPool:
         if self.dispatcher.activated and self.size:
             self.setSize()
 
-    def _claim(self, conn):
+    def _claim(self, conn, run_first=False):
         """Claim jobs for the agent in this thread's connection; return the
-        work items (already counted as outstanding)."""
-        if not self.dispatcher.activated:
+        work items (already counted as outstanding).  ``run_first``: with
+        group commits, this thread may run a single claimed job in the
+        claim's transaction (``Dispatcher.claimJobs``)."""
+        dispatcher = self.dispatcher
+        if not dispatcher.activated:
             return []
-        items = self.dispatcher.claimJobs(conn, self.queue_name, self.name,
-                                          self, wait=False)
+        items = dispatcher.claimJobs(
+            conn, self.queue_name, self.name, self, wait=False,
+            run_first=run_first and dispatcher.group_size > 1)
         if isinstance(items, Failure):
             return []
         with self._lock:
             self.outstanding += len(items)
+        if items and items[0][:2] in dispatcher.in_flight:
+            self._in_flight[str(threading.get_ident())] = items[0][:2]
         return items
+
+    # -- running a job in the transaction of its claim -----------------------
+    #
+    # With group commits, a worker thread whose claim took a single job
+    # that may join a group (the queue is shallow: the job just came) runs
+    # it in the claim's transaction, and the claim commits with the job's
+    # result: one commit before the job starts fewer (its latency) and per
+    # job.  Until that commit, the job is still pending for everybody
+    # else: our other claims pass over it (``Dispatcher.in_flight``), and
+    # it is only done when no other dispatcher is alive in the queue (it
+    # would run the job too, and one of the two commits would conflict).
+    # If the job has to abort, or the commit fails, nothing of it (not
+    # even the claim) committed: the job is claimed again the usual way.
+
+    def may_run_in_claim(self, job, key):
+        """Whether ``job`` (``key``: its id), just claimed and started, may
+        run in its claim's transaction (see above): it may join a group,
+        and the last ``Dispatcher.run_in_claim_after`` runs of its
+        callable here were short."""
+        dispatcher = self.dispatcher
+        return (key not in self._split_in_claim
+                and dispatcher.short_runs.get(_callable_key(job), 0)
+                >= dispatcher.run_in_claim_after
+                and self._may_join_group(job, key))
+
+    def _note_run(self, job, seconds):
+        """Count a run of ``job``'s callable that took ``seconds``: the
+        short runs in a row of each callable (``Dispatcher.short_runs``)."""
+        dispatcher = self.dispatcher
+        key = _callable_key(job)
+        if key is None:
+            return
+        runs = dispatcher.short_runs
+        with self._lock:
+            if seconds < dispatcher.short_run:
+                runs[key] = runs.pop(key, 0) + 1
+                while len(runs) > dispatcher.short_runs_size:
+                    runs.popitem(last=False)   # (the oldest first)
+            else:
+                runs.pop(key, None)
+
+    def _forget_in_flight(self, ident):
+        key = self._in_flight.pop(ident, None)
+        if key is not None:
+            self.dispatcher.in_flight.discard(key)
+
+    def _split_from_claim(self, item):
+        """The run of ``item`` in its claim's transaction did not commit:
+        the job is pending again; claim it the usual way next time."""
+        key = item[:2]
+        self._split_in_claim[key] = True
+        while len(self._split_in_claim) > 1000:
+            self._split_in_claim.popitem(last=False)
+        jobs = self.dispatcher.jobs
+        if jobs.get(key) is item[2]:
+            del jobs[key]   # (it was not claimed after all)
 
     def _load(self, conn, oid, database_name):
         """Load the job in a fresh transaction, retrying database trouble."""
@@ -499,7 +585,9 @@ class AgentThreadPool:
                 run.timer.start()
             try:
                 tm.job_starts()   # (what it writes is its own)
+                began = time.monotonic()
                 result = job.runStarted()   # started when claimed
+                self._note_run(job, time.monotonic() - began)
                 tm.job_done()
             except interfaces.BadStatusError:
                 tm.abort()
@@ -549,15 +637,22 @@ class AgentThreadPool:
     # -- group commits -------------------------------------------------------
 
     def _groupable(self, conn, item):
-        """Whether the job of ``item`` may commit in a group: a plain job
-        that opted in (``group_commit``, also on its agent), with no
-        callbacks, no timeout and no cancellation."""
+        """Whether the job of ``item`` may commit in a group."""
         oid, database_name, info = item
         try:
             jar = conn
             if database_name != conn.db().database_name:
                 jar = conn.get_connection(database_name)
             job = jar.get(ZODB.utils.p64(oid))
+        except Exception:
+            return False
+        return self._may_join_group(job, (oid, database_name))
+
+    def _may_join_group(self, job, key):
+        """Whether ``job`` (``key``: its id) may commit in a group: a plain
+        job that opted in (``group_commit``, also on its agent), with no
+        callbacks, no timeout and no cancellation."""
+        try:
             agent = job.agent
             return bool(
                 job.status == interfaces.ACTIVE
@@ -566,8 +661,7 @@ class AgentThreadPool:
                 and not len(job.callbacks)
                 and job.effectiveTimeout() is None
                 and job.cancel_requested is None
-                and ((oid, database_name)
-                     not in self.dispatcher.cancelled_claims)
+                and key not in self.dispatcher.cancelled_claims
                 and not interfaces.IJob.providedBy(job.result))
         except Exception:
             return False
@@ -584,15 +678,17 @@ class AgentThreadPool:
         stop."""
         tm = conn.transaction_manager
         dispatcher = self.dispatcher
-        tm.begin()   # (see the claims' commits)
-        if not self._groupable(conn, first):
-            return self._perform(conn, ident, first)
+        in_claim = first[:2] in dispatcher.in_flight
+        if not in_claim:
+            tm.begin()   # (see the claims' commits)
+            if not self._groupable(conn, first):
+                return self._perform(conn, ident, first)
         grouped = [first]
         leftover = None
         keep_going = True
         deadline = time.monotonic() + dispatcher.group_age
         split = None
-        tm.start_group()
+        tm.start_group(claimed=in_claim)
         try:
             item = first
             while True:
@@ -609,6 +705,10 @@ class AgentThreadPool:
                     leftover = item
                     break
                 grouped.append(item)
+            if in_claim and first[2]['started'] is None:
+                # (it did not run -- we were deactivated -- and its claim
+                # must not commit: the job stays pending)
+                raise GroupSplit('its first job did not start')
             committed = tm.end_group()
         except GroupSplit as e:
             split = 'a job of it had to abort (%s)' % (e,)
@@ -617,15 +717,22 @@ class AgentThreadPool:
         finally:
             if tm.grouping:
                 tm.abandon_group()
+            if in_claim:
+                self._forget_in_flight(ident)
         if split is None:
             if len(grouped) > 1:
                 dispatcher.groups_committed += 1
                 dispatcher.grouped_jobs += committed
+            if in_claim:
+                dispatcher.run_in_claim += 1
         else:
             utils.events_log.info(
                 'a group of %d jobs did not commit: %s; running them one '
                 'per transaction', len(grouped), split)
-            for item in grouped:
+            if in_claim:
+                # (its claim did not commit either: it is pending again)
+                self._split_from_claim(first)
+            for item in (grouped[1:] if in_claim else grouped):
                 item[2]['completed'] = None
                 if keep_going and dispatcher.activated:
                     keep_going = self._perform(conn, ident, item)

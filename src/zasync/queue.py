@@ -313,7 +313,7 @@ class Queue(utils.Base):
         self._discard(location, item, utils.now())
         item.assignerUUID = None
 
-    def claim(self, filter=None, default=None, skip=0):
+    def claim(self, filter=None, default=None, skip=0, exclude=None):
         """Remove and return the first due job that ``filter`` accepts.
 
         A job past its ``begin_by`` deadline is not returned itself: a new
@@ -325,12 +325,19 @@ class Queue(utils.Base):
         instead of conflicting over the same first jobs (see
         ``Dispatcher.claimJobs``).  With fewer entries than that, nothing
         is claimed.
+
+        ``exclude(job)``, asked of each entry before it is loaded (only its
+        ``_p_oid`` may be read), passes over the entries it is true for:
+        the jobs its dispatcher runs in claims that have not committed
+        (``Dispatcher.in_flight``).
         """
         if self._paused or len(self) <= skip:
             return default
         now = utils.now()
         cleaned = set()
         for location, job in self._due_entries(now, skip):
+            if exclude is not None and exclude(job):
+                continue
             problem = load_problem(job)
             if problem is not None:
                 self._hold(location, job, problem, now)

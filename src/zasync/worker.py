@@ -91,10 +91,12 @@ class WorkerDispatcher(dispatcher_module.Dispatcher):
 
     draining = False
 
-    def claimJobs(self, conn, queue_name, agent_name, pool, wait=True):
+    def claimJobs(self, conn, queue_name, agent_name, pool, wait=True,
+                  run_first=False):
         if self.draining:
             return []
-        return super().claimJobs(conn, queue_name, agent_name, pool, wait)
+        return super().claimJobs(conn, queue_name, agent_name, pool, wait,
+                                 run_first)
 
     def drain(self):
         """Claim nothing more; forget claimed jobs that have not started

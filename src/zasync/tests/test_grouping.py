@@ -17,6 +17,7 @@ from zasync import testing
 from zasync.grouping import GroupSplit
 from zasync.grouping import GroupingTransactionManager
 from zasync.job import Job
+from zasync.testing import waiters
 from zasync.testing.fixtures import DispatcherFixture
 from zasync.tests import jobs
 
@@ -279,3 +280,142 @@ class KeptJobsTests(GroupFixture, unittest.TestCase):
         # once)
         self.assertEqual(self.committed_effects(),
                          {'long': 1, 'a': 1, 'b': 1, 'c': 1})
+
+
+class RunInClaimTests(GroupFixture, unittest.TestCase):
+    """Issue 14: with group commits, a worker thread whose claim took a
+    single job that may join a group runs it in the claim's transaction:
+    the claim commits with the result (one commit before the job starts
+    fewer), and until then our other claims pass over the job."""
+
+    agent_size = 2
+
+    def setUp(self):
+        super().setUp()
+        # Only wake-ups claim from now on (worker threads, as a put wakes
+        # them), not the polls: after the next, none for an hour.
+        self.dispatcher.poll_interval = 3600
+        testing.get_poll(self.dispatcher)
+        # (any callable, even one never seen to run short here)
+        self.dispatcher.run_in_claim_after = 0
+
+    def put(self, *names, **kw):
+        jobs = super().put(*names, **kw)
+        self.reactor.run_due()   # (the wake-up the commit asked for)
+        return jobs
+
+    def run_alone(self, name):
+        """Put a job, and wait until it is done and its thread is idle
+        again (it counted the run); return it."""
+        job, = self.put(name)
+        self.assertEqual(testing.wait_for_result(job), name)
+        pool = self.dispatcher.queues['']['main']
+        waiters.wait(lambda: True if pool.outstanding == 0 else None, 10,
+                     lambda: 'outstanding: %d' % pool.outstanding)
+        return job
+
+    def revisions(self, job):
+        """How many times ``job`` was stored."""
+        return len(self.db.storage.history(job._p_oid, size=100))
+
+    def settled(self, run_in_claim):
+        """Wait until ``run_in_claim`` jobs committed with their claims,
+        and no job runs in an uncommitted claim (the worker thread counts
+        a run after the commit its result is seen in)."""
+        dispatcher = self.dispatcher
+        waiters.wait(
+            lambda: True if (dispatcher.run_in_claim == run_in_claim
+                             and not dispatcher.in_flight) else None, 10,
+            lambda: 'run in claim: %d, in flight: %r' % (
+                dispatcher.run_in_claim, dispatcher.in_flight))
+
+    def test_a_lone_job_commits_with_its_claim(self):
+        before = self.dispatcher.run_in_claim
+        job, = self.put('solo')
+        self.assertEqual(testing.wait_for_result(job), 'solo')
+        self.assertEqual(self.committed_effects(), {'solo': 1})
+        self.assertEqual(RUNS, {'solo': 1})
+        self.settled(before + 1)
+        # stored when it was put, and when it completed: never seen active
+        self.assertEqual(self.revisions(job), 2)
+        self.assertEqual(job.status, interfaces.COMPLETED)
+        self.tm.begin()
+        self.assertIn(job, list(self.agent.completed))
+
+    def test_other_claims_pass_over_a_job_running_in_its_claim(self):
+        started, release = self.gate('long')
+        long_job, = self.put('long')
+        self.assertTrue(started.wait(10))
+        self.assertEqual(len(self.dispatcher.in_flight), 1)
+        # Meanwhile a poll, and the other thread, claim what comes next --
+        # not the job still pending for everybody else.
+        testing.get_poll(self.dispatcher)
+        self.tm.begin()
+        self.assertEqual((long_job.status, len(self.agent), RUNS),
+                         (interfaces.PENDING, 0, {'long': 1}))
+        short, = self.put('short')
+        self.assertEqual(testing.wait_for_result(short), 'short')
+        self.tm.begin()
+        self.assertEqual(long_job.status, interfaces.PENDING)
+        self.assertEqual(RUNS, {'long': 1, 'short': 1})
+        release.set()
+        # The short job's commit changed what the long one writes: the
+        # long job's commit (its claim with it) conflicted, and it was
+        # claimed again the usual way and ran again; its effects and its
+        # result committed once.
+        self.assertEqual(testing.wait_for_result(long_job), 'long')
+        self.assertEqual(self.committed_effects(), {'long': 1, 'short': 1})
+        self.assertEqual(RUNS, {'long': 2, 'short': 1})
+        self.assertEqual(self.revisions(long_job), 3)   # (put, claim, end)
+        self.settled(1)   # (the short job's run)
+
+    def test_a_job_that_has_to_abort_is_claimed_again(self):
+        job, = self.put('failing', fail=True)
+        failure = testing.wait_for_result(job)
+        self.assertTrue(failure.check(ValueError), failure)
+        # (its run in the claim could not abort alone: it ran again, after
+        # a claim of its own, and failed there)
+        self.assertEqual(RUNS, {'failing': 2})
+        self.assertEqual(self.committed_effects(), {})
+        self.assertEqual(self.revisions(job), 3)
+
+    def test_jobs_that_opt_out_are_claimed_first(self):
+        job = Job(effect, 'alone')
+        job.group_commit = False
+        job = self.queue.put(job)
+        self.tm.commit()
+        self.reactor.run_due()
+        self.assertEqual(testing.wait_for_result(job), 'alone')
+        self.assertEqual(RUNS, {'alone': 1})
+        self.assertEqual(self.revisions(job), 3)
+
+    def test_not_while_another_dispatcher_is_alive_in_the_queue(self):
+        # (it would not see the claim, and could run the job too)
+        import uuid
+        self.tm.begin()
+        other = self.queue.dispatchers.register(uuid.uuid4())
+        other.activate()
+        self.tm.commit()
+        before = self.dispatcher.run_in_claim
+        job, = self.put('shared')
+        self.assertEqual(testing.wait_for_result(job), 'shared')
+        self.settled(before)
+        self.assertEqual(self.revisions(job), 3)
+
+    def test_only_callables_seen_to_run_short(self):
+        # A job of a callable that has not run here yet, or that ran
+        # long, has its claim committed first: it shows as active while
+        # it runs, as a long job should.
+        self.dispatcher.run_in_claim_after = 2
+        self.dispatcher.short_run = 60   # (any run of effect is short)
+        first, second, third = [self.run_alone(name) for name in '123']
+        self.settled(1)
+        self.assertEqual([self.revisions(job) for job in (first, second)],
+                         [3, 3])
+        self.assertEqual(self.revisions(third), 2)
+        self.dispatcher.short_run = 0    # (now every run is long)
+        self.run_alone('4')   # (its last runs were short)
+        self.settled(2)
+        fifth = self.run_alone('5')    # (but that one ran long)
+        self.settled(2)
+        self.assertEqual(self.revisions(fifth), 3)

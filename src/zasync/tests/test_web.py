@@ -509,7 +509,8 @@ class CommandServerTests(unittest.TestCase):
         self.assertIn('zasync_dispatcher_alive{queue="",state="alive",'
                       'uuid="%s"} 1.0' % worker_uuid, text)
         self.assertIn('zasync_worker_active_jobs 0.0', text)
-        for name in ('claim_conflicts', 'group_commits', 'grouped_jobs'):
+        for name in ('claim_conflicts', 'group_commits', 'grouped_jobs',
+                     'run_in_claim'):
             self.assertIn('# TYPE zasync_worker_%s_total counter' % name,
                           text)
         self.assertIn('zasync_queue_jobs{queue="",state="pending"} 0.0',

@@ -374,7 +374,10 @@ class DispatcherCollector:
                      'Groups of two jobs or more this worker committed in '
                      'one transaction'),
                     ('grouped_jobs', 'grouped_jobs',
-                     'Jobs this worker committed in such groups')):
+                     'Jobs this worker committed in such groups'),
+                    ('run_in_claim', 'run_in_claim',
+                     'Jobs this worker ran in the transaction of their '
+                     'claim, which committed with their result')):
                 counter = core.CounterMetricFamily(
                     'zasync_worker_%s' % name, help)
                 counter.add_metric([], getattr(dispatcher_now(), attribute,
