@@ -31,6 +31,13 @@ A job that cannot be loaded -- its class, its callable or the class of an
 argument cannot be imported here (``ZODB.broken``), or unpickling it
 raises -- is shown with the reason (``problem``) instead of breaking the
 command; ``--state broken`` selects such jobs.
+
+A job's id, as shown and as ``load_job`` reads it back (``job_name``): its
+oid in decimal (``19``) for a job of the main database -- the one whose
+root the functions are given -- and ``19@async`` for a job of the member
+database ``async`` of a multi-database (as with ``multidb.zcml``, whose
+queues and jobs live in ``async``): oids are only unique within one
+database.
 """
 import datetime
 import fnmatch
@@ -57,7 +64,8 @@ __all__ = ['COUNT_BUDGET', 'OUTCOMES', 'PROBLEM', 'REPR_LIMIT',
            'call_text', 'callable_name', 'count_more', 'cut',
            'dispatcher_state', 'find_jobs', 'iter_jobs', 'job_details',
            'queues_of', 'stopped', 'STOPPED', 'unique_jobs',
-           'job_id', 'load_job', 'load_problem', 'locate', 'matches',
+           'job_address', 'job_id', 'job_name', 'load_job', 'load_problem',
+           'locate', 'matches', 'resolve_job_id',
            'outcome', 'parse_states', 'SCHEDULES_LIMIT', 'schedules_info',
            'stats_info', 'status_info', 'when']
 
@@ -92,7 +100,51 @@ RESULT_WIDTH = 40
 
 
 def job_id(job):
+    """A stored job's oid, as an int (unique in its database only: see
+    ``job_name``)."""
     return ZODB.utils.u64(job._p_oid)
+
+
+def _database(obj):
+    jar = getattr(obj, '_p_jar', None)
+    return jar.db() if jar is not None else None
+
+
+def _first_member(db):
+    """The name of the main database of ``db``'s multi-database, by
+    convention the first of its members: zope.conf's first ``<zodb>``, the
+    first ``ZODB.DB(..., databases=...)`` made."""
+    for name in db.databases:
+        return name
+    return db.database_name
+
+
+def job_address(job):
+    """``(oid, database name)`` of a stored job (as
+    ``zasync.dispatcher.getId``)."""
+    return job_id(job), job._p_jar.db().database_name
+
+
+def job_name(job, main=None):
+    """A stored job's id as the commands and pages show it and
+    ``load_job`` reads it: its oid (an int) for a job of the database named
+    ``main``, ``'OID@NAME'`` for a job of another database ``NAME`` of the
+    multi-database.  ``main`` None: the first member of the
+    multi-database (``_first_member``)."""
+    number = job_id(job)
+    db = _database(job)
+    if db is None:
+        return number
+    if main is None:
+        main = _first_member(db)
+    name = db.database_name
+    return number if name == main else '%d@%s' % (number, name)
+
+
+def _main_of(root):
+    """The name of the database of ``root`` (the main one), or None."""
+    db = _database(root)
+    return db.database_name if db is not None else None
 
 
 def cut(text, limit=REPR_LIMIT):
@@ -194,7 +246,7 @@ def callable_name(job):
         if isinstance(call, types.MethodType):
             call = call.__func__
         if interfaces.IJob.providedBy(call):
-            return 'job %d' % job_id(call)
+            return 'job %s' % (job_name(call),)
         module = getattr(call, '__module__', None)
         qualname = getattr(call, '__qualname__', None)
         if module and qualname:
@@ -311,7 +363,7 @@ def _result_summary(job):
     result = job.result
     if job.status not in (interfaces.CALLBACKS, interfaces.COMPLETED):
         if interfaces.IJob.providedBy(result):
-            return 'waiting for job %d' % job_id(result)
+            return 'waiting for job %s' % (job_name(result),)
         return ''
     if isinstance(result, Failure):
         return 'failed: %s' % utils.one_line(result)
@@ -338,12 +390,13 @@ class Found:
     _unset = object()
 
     def __init__(self, job, queue, where, dispatcher=None, agent=None,
-                 problem=None):
+                 problem=None, main=None):
         self.job = job                # None: a part that cannot be read
         self.queue = queue
         self.where = where            # pending / claimed / completed / ...
         self.dispatcher = dispatcher  # the record's UUID
         self.agent = agent
+        self.main = main              # the main database's name (job_name)
         self._view = self._problem = self._unset
         if job is None:
             self._view, self._problem = None, problem
@@ -376,7 +429,7 @@ class Found:
     def summary(self, limit=REPR_LIMIT):
         job, view = self.job, self.view
         info = {
-            'id': job_id(job) if job is not None else None,
+            'id': job_name(job, self.main) if job is not None else None,
             'status': self.status,
             'outcome': None, 'callable': '?', 'call': '?',
             'queue': self.queue,
@@ -509,18 +562,20 @@ def iter_jobs(root):
     """Every job we can find, once each, as ``Found`` objects, lazily:
     pending (claim order), claimed or running, interrupted (after their
     wrapper), completed (newest first), then the rest of a job
-    container's."""
+    container's.  Their ids (``job_name``) are those of ``root``'s
+    database."""
     seen = set()
+    main = _main_of(root)
 
     def visit(job, *args, **kw):
         if isinstance(job, _Unreadable):
-            yield Found(None, *args, problem=job.problem, **kw)
+            yield Found(None, *args, problem=job.problem, main=main, **kw)
             return
-        oid = getattr(job, '_p_oid', None)
-        if oid is None or oid in seen:
+        address = _address(job)
+        if address is None or address in seen:
             return
-        seen.add(oid)
-        found = Found(job, *args, **kw)
+        seen.add(address)
+        found = Found(job, *args, main=main, **kw)
         yield found
         # An interrupted job hangs under the wrapper that will handle it.
         inner = _inner_job(job)
@@ -547,11 +602,19 @@ def iter_jobs(root):
             if isinstance(job, _Unreadable):
                 yield from visit(job, None, 'job container')
                 continue
-            if getattr(job, '_p_oid', None) in seen or not _is_job(job):
+            if _address(job) in seen or not _is_job(job):
                 continue
             view = _view(job)[0]
             yield from visit(job, _queue_name(view) if view is not None
                              else None, 'job container')
+
+
+def _address(job):
+    """``job_address``, or None for an object not stored (yet)."""
+    if getattr(job, '_p_oid', None) is None or getattr(
+            job, '_p_jar', None) is None:
+        return None
+    return job_address(job)
 
 
 def _held(agent, uuid):
@@ -663,6 +726,7 @@ def _due_later(queue, now):
 
 def status_info(root, now):
     result = []
+    main = _main_of(root)
     for queue_name, queue in queues_of(root):
         dispatchers = []
         for uuid, da in queue.dispatchers.items():
@@ -673,7 +737,7 @@ def status_info(root, now):
                 held = list(_held(agent, uuid))
                 agents.append({
                     'name': agent_name, 'size': agent.size,
-                    'jobs': [job_id(job) for job in held
+                    'jobs': [job_name(job, main) for job in held
                              if not isinstance(job, _Unreadable)],
                     'completed': _length(agent.completed),
                     'problem': ' '.join(job.problem for job in held
@@ -690,7 +754,7 @@ def status_info(root, now):
                        'due_later': _due_later(queue, now),
                        'paused': bool(_safely(lambda: queue.paused, False)),
                        'dispatchers': dispatchers,
-                       'schedules': schedules_info(queue)})
+                       'schedules': schedules_info(queue, main=main)})
     return result
 
 
@@ -698,11 +762,12 @@ def status_info(root, now):
 SCHEDULES_LIMIT = 100
 
 
-def schedules_info(queue, limit=SCHEDULES_LIMIT):
+def schedules_info(queue, limit=SCHEDULES_LIMIT, main=None):
     """The periodic jobs of ``queue`` (``zasync.schedule``), at most
     ``limit``, by name: what and when, the slot of the last job put (and
-    when it was put, its id), the next slot, how many jobs were put, the
-    last error.  Reads the schedules only (``Queue.findSchedules``)."""
+    when it was put, its id: ``job_name`` with ``main``), the next slot,
+    how many jobs were put, the last error.  Reads the schedules only
+    (``Queue.findSchedules``)."""
     find = getattr(queue, 'findSchedules', None)
     schedules = _safely(find) if find is not None else None
     if schedules is None:
@@ -718,28 +783,80 @@ def schedules_info(queue, limit=SCHEDULES_LIMIT):
             'catch_up': _safely(lambda: schedule.catch_up, '?'),
             'last_run': when(_safely(lambda: schedule.last_slot)),
             'last_put': when(_safely(lambda: schedule.last_put)),
-            'last_job': job_id(last_job) if last_job is not None else None,
+            'last_job': (job_name(last_job, main) if last_job is not None
+                         else None),
             'next_run': when(_safely(lambda: schedule.next_slot)),
             'jobs_put': _safely(lambda: schedule.jobs_put, 0),
             'last_error': _safely(lambda: schedule.last_error)})
     return result
 
 
-def load_job(conn, text):
-    """The job whose id (decimal oid) is ``text`` in ``conn``'s database;
-    ``ValueError`` for a bad id, ``LookupError`` when no job has it.  A job
-    that cannot be loaded (see ``load_problem``) is returned too."""
+def _number(text):
+    """The oid in ``text`` (a whole number, 0 or more), or None."""
     try:
         number = int(text)
-        if number < 0:
-            raise ValueError(text)
-        oid = ZODB.utils.p64(number)
+        ZODB.utils.p64(number)
     except (ValueError, OverflowError):
+        return None
+    return number if number >= 0 else None
+
+
+def resolve_job_id(conn, text):
+    """``(oid, database name)`` of the job id ``text`` read from ``conn``:
+    ``'19'``, oid 19 of ``conn``'s database (the main one), or
+    ``'19@async'``, oid 19 of its member ``async`` (``job_name``).
+    ``ValueError`` for a malformed id, ``LookupError`` for a database the
+    multi-database does not have."""
+    text = text.strip()
+    db = conn.db()
+    number_text, at, name = text.partition('@')
+    number = _number(number_text)
+    if number is None:
+        if at:
+            raise ValueError(
+                'job ids are whole numbers, or NUMBER@DATABASE for a job of '
+                'another database than the main one, not %r' % (text,))
         raise ValueError('job ids are whole numbers, not %r' % (text,))
+    if not at:
+        return number, db.database_name
+    if name not in db.databases:
+        raise LookupError('no database named %r (there are: %s)' % (
+            name, ', '.join(repr(n) for n in db.databases)))
+    return number, name
+
+
+def _elsewhere(conn, number, name):
+    """For an id that names nothing (or no job) in the main database: how
+    ids name oid ``number`` of the other databases ('' if there are
+    none, or the id named another database)."""
+    if name != conn.db().database_name:
+        return ''
+    others = [n for n in conn.db().databases if n != name]
+    if not others:
+        return ''
+    return ('a job of another database has its name after the number: %s'
+            % ' or '.join('%d@%s' % (number, n) for n in others))
+
+
+def load_job(conn, text):
+    """The job whose id is ``text`` (``resolve_job_id``: ``19`` in
+    ``conn``'s database, ``19@async`` in its member ``async``), loaded
+    through ``conn`` (a member's connection joins ``conn``'s transaction);
+    ``ValueError`` for a bad id, ``LookupError`` for an unknown database
+    or when no job has the id.  A job that cannot be loaded (see
+    ``load_problem``) is returned too.  Nothing is written."""
+    number, name = resolve_job_id(conn, text)
+    text = text.strip()
+    hint = _elsewhere(conn, number, name)
+    missing = 'no job with id %s%s' % (
+        text, hint and ' in the main database (%s)' % hint)
+    hint = hint and '; ' + hint
+    oid = ZODB.utils.p64(number)
     try:
-        obj = conn.get(oid)
+        jar = conn.get_connection(name)
+        obj = jar.get(oid)
     except (ZODB.POSException.POSKeyError, KeyError):
-        raise LookupError('no job with id %s' % (text,))
+        raise LookupError(missing)
     except Exception as e:
         raise LookupError('object %s cannot be loaded: %s'
                           % (text, _why(e)))
@@ -752,19 +869,20 @@ def load_job(conn, text):
         if _jobish(obj.__Broken_state__):
             return obj
         raise LookupError('object %s is not a job (it is a %s, whose class '
-                          'cannot be imported)' % (text, _broken_name(obj)))
+                          'cannot be imported%s)'
+                          % (text, _broken_name(obj), hint))
     try:
         obj._p_activate()
     except (ZODB.POSException.POSKeyError, KeyError):
-        raise LookupError('no job with id %s' % (text,))
+        raise LookupError(missing)
     except Exception as e:
         if interfaces.IJob.implementedBy(cls):
             return obj    # job_details tells why it cannot be loaded
         raise LookupError('object %s cannot be loaded: %s'
                           % (text, _why(e)))
     if not interfaces.IJob.providedBy(obj):
-        raise LookupError('object %s is not a job (it is a %s.%s)' % (
-            text, cls.__module__, cls.__qualname__))
+        raise LookupError('object %s is not a job (it is a %s.%s%s)' % (
+            text, cls.__module__, cls.__qualname__, hint))
     return obj
 
 
@@ -797,31 +915,35 @@ def unique_jobs(root, key):
 def locate(job, root, view=None):
     """Where ``job`` is, as a ``Found``: worked out from its ``parent``
     (a queue, an agent, a wrapper job) and a look-up in the job
-    container, without looking through other jobs."""
+    container, without looking through other jobs.  Its id
+    (``job_name``) is that of ``root``'s database."""
+    main = _main_of(root)
     if view is None:
         view = _view(job)[0]
     parent = _safely(lambda: view.parent) if view is not None else None
     if interfaces.IQueue.providedBy(parent):
-        return Found(job, _safely(lambda: parent.name), 'pending')
+        return Found(job, _safely(lambda: parent.name), 'pending', main=main)
     if interfaces.IAgent.providedBy(parent):
         agent = parent
         uuid = _safely(lambda: agent.parent.UUID)
         queue_name = _safely(lambda: agent.queue.name)
         if any(candidate is job for candidate in agent):
-            return Found(job, queue_name, 'claimed', uuid, agent.name)
+            return Found(job, queue_name, 'claimed', uuid, agent.name,
+                         main=main)
         if (not _in_completed(agent.completed, job, view)
                 and _in_container(root, job)):
-            return Found(job, queue_name, 'job container')
-        return Found(job, queue_name, 'completed', uuid, agent.name)
+            return Found(job, queue_name, 'job container', main=main)
+        return Found(job, queue_name, 'completed', uuid, agent.name,
+                     main=main)
     if interfaces.IJob.providedBy(parent) and _inner_job(parent) is job:
         wrapper = locate(parent, root)
         done = _safely(lambda: view.status) == interfaces.COMPLETED
         return Found(job, wrapper.queue,
-                     'completed' if done else 'interrupted')
+                     'completed' if done else 'interrupted', main=main)
     queue_name = _queue_name(view) if view is not None else None
     if _in_container(root, job):
-        return Found(job, queue_name, 'job container')
-    return Found(job, queue_name, 'callback or inner job')
+        return Found(job, queue_name, 'job container', main=main)
+    return Found(job, queue_name, 'callback or inner job', main=main)
 
 
 def _full_repr(value, limit=None):
@@ -871,7 +993,8 @@ def job_details(job, root, full=False):
             view.active_end - view.active_start)
             if view.active_end and view.active_start else None),
         'callbacks': _safely(lambda: [
-            {'id': job_id(cb) if getattr(cb, '_p_oid', None) else None,
+            {'id': job_name(cb, _main_of(root))
+             if getattr(cb, '_p_oid', None) else None,
              'call': call_text(cb, limit),
              'status': STATUS_LABELS.get(_safely(lambda: cb.status))}
             for cb in view.callbacks], []),

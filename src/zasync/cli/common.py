@@ -13,8 +13,10 @@ storage read-only (a FileStorage without its lock, so beside a running
 worker; ZEO and RelStorage as read-only clients), a database that does not
 exist is an error (none is created), and a ``--zope-conf`` is only read for
 its ``<zodb>`` sections -- no site ZCML, no ``DatabaseOpened``, so no
-installer and no dispatcher runs in an inspection process.  The worker
-opens a zope.conf the way a Zope server does (``open_zope_conf``).
+installer and no dispatcher runs in an inspection process.  The commands
+that change jobs (``zasync.cli.manage``) open its ``<zodb>`` sections the
+same way, writable (``open_database``).  The worker opens a zope.conf the
+way a Zope server does (``open_zope_conf``).
 """
 import argparse
 import json
@@ -34,8 +36,9 @@ __all__ = ['ArgumentParser', 'CommandLineError', 'DEFAULT_DB', 'LOG_FORMAT',
            'MAX_SECONDS', 'ReadOnlyDatabase', 'UsageError',
            'add_database_arguments', 'check_member_databases',
            'close_databases', 'configure_logging', 'load_zope_conf',
-           'open_uri',
-           'open_zope_conf', 'open_zope_conf_read_only', 'positive_seconds',
+           'member_hint', 'open_database', 'open_uri', 'open_zope_conf',
+           'open_zope_conf_databases', 'open_zope_conf_read_only',
+           'positive_seconds',
            'print_json', 'seconds', 'uuid_from_file', 'zcml_error']
 
 #: the database the inspection commands read by default (the demo's)
@@ -315,6 +318,12 @@ def _make_read_only(factory, where):
     every storage a wrapper such as ``<demostorage>`` contains;
     ``UsageError`` for a missing FileStorage (none is created) and for a
     storage type that has no read-only mode."""
+    _prepare_storage(factory, where, read_only=True)
+
+
+def _prepare_storage(factory, where, read_only):
+    """``_make_read_only``; without ``read_only``, only the FileStorages
+    of the storage section ``factory`` must exist (none is created)."""
     import ZODB.config
     config = factory.config
     if isinstance(factory, ZODB.config.FileStorage):
@@ -326,11 +335,13 @@ def _make_read_only(factory, where):
                              % (path, where))
         config.create = False
         blob_dir = getattr(config, 'blob_dir', None)
-        if blob_dir and not os.path.isdir(blob_dir):
+        if read_only and blob_dir and not os.path.isdir(blob_dir):
             config.blob_dir = None   # (no blobs to read; create no folder)
     nested = _nested_storages(config)
     for inner in nested:
-        _make_read_only(inner, where)
+        _prepare_storage(inner, where, read_only)
+    if not read_only:
+        return
     if hasattr(config, 'read_only'):
         config.read_only = True
     elif not nested and not isinstance(factory, ZODB.config.MappingStorage):
@@ -383,6 +394,20 @@ def open_zope_conf_read_only(path):
     no ``DatabaseOpened``.  Return the main database (the others are its
     ``databases``).  A FileStorage that does not exist, a storage type
     without a read-only mode or an empty database is a ``UsageError``."""
+    return open_zope_conf_databases(path, read_only=True)
+
+
+def open_zope_conf_databases(path, read_only=False):
+    """Open the databases of the ``<zodb>`` sections of the zope.conf
+    ``path`` as one multi-database, and nothing else: no logging set-up,
+    no site ZCML, no ``DatabaseOpened`` (so no installer or dispatcher
+    runs).  Return the main database, the first section (the others are
+    its ``databases``, registered in the order of the sections).  A
+    FileStorage that does not exist is a ``UsageError`` (none is
+    created); with ``read_only`` (``open_zope_conf_read_only``) so are a
+    storage type without a read-only mode and an empty database.  Without
+    it, the databases load with ``tolerant_class_factory``, as
+    ``open_uri``'s do."""
     import ZODB.POSException
     path = os.path.abspath(path)
     options = load_zope_conf(path)
@@ -390,8 +415,10 @@ def open_zope_conf_read_only(path):
     if not factories:
         raise UsageError('%s has no <zodb> section' % (path,))
     for factory in factories:
-        _make_read_only(factory.config.storage,
-                        _describe(_database_name(factory), path))
+        _prepare_storage(factory.config.storage,
+                         _describe(_database_name(factory), path), read_only)
+        if not read_only:
+            _tolerant_by_default(factory)   # (as open_uri)
     databases = {}
     result = []
     try:
@@ -415,7 +442,7 @@ def open_zope_conf_read_only(path):
             db.database_name = name
             databases[name] = db
             result.append(db)
-            if not _writes_nothing(db.storage):
+            if read_only and not _writes_nothing(db.storage):
                 raise UsageError('cannot open %s read-only' % (where,))
     except BaseException:
         for db in result:
@@ -626,6 +653,27 @@ def _quiet_libraries():
         root.addHandler(logging.NullHandler())
 
 
+def member_hint(args):
+    """What to add to an error naming a member database ``{name}`` that
+    the database options of ``args`` do not configure
+    (``check_member_databases``)."""
+    if getattr(args, 'zope_conf', None):
+        return ' (add a <zodb {name}> section to %s)' % (
+            os.path.abspath(args.zope_conf),)
+    return (' (--zodb opens one database: use --zope-conf, with a <zodb '
+            '{name}> section)')
+
+
+def open_database(args):
+    """The database of ``--zodb URI`` or ``--zope-conf FILE`` (its
+    ``<zodb>`` sections only: see ``open_zope_conf_databases``) for a
+    command that writes; it must exist.  Return the main database."""
+    _quiet_libraries()
+    if getattr(args, 'zope_conf', None):
+        return open_zope_conf_databases(args.zope_conf)
+    return open_uri(args.zodb, must_exist=True)
+
+
 class ReadOnlyDatabase:
     """The database of the command line, opened for reading and a context
     manager: every storage read-only (a FileStorage without its lock, so
@@ -639,14 +687,11 @@ class ReadOnlyDatabase:
         _quiet_libraries()
         if args.zope_conf:
             self.db = open_zope_conf_read_only(args.zope_conf)
-            hint = ' (add a <zodb {name}> section to %s)' % (
-                os.path.abspath(args.zope_conf),)
         else:
             uri = args.zodb or 'file://' + os.path.abspath(DEFAULT_DB)
             self.db = open_uri(uri, read_only=True, must_exist=True,
                                connect_timeout=args.timeout)
-            hint = (' (--zodb opens one database: use --zope-conf, with '
-                    'a <zodb {name}> section)')
+        hint = member_hint(args)
         try:
             self.conn = self.db.open()
             self.tm = self.conn.transaction_manager

@@ -14,6 +14,11 @@ the lengths of the queues and collections and the newest
 ``inspection.STATS_WINDOW`` completed jobs, ``job ID`` the job and its
 surroundings, whose reprs it cuts to ``inspection.REPR_LIMIT`` characters
 unless given ``--full``.
+
+A job's id is its oid for a job of the main database and ``OID@NAME`` for
+one of the member database ``NAME`` of a multi-database (``--zope-conf``
+with several ``<zodb>`` sections): ``jobs`` shows them so and ``job ID``
+takes them back (``inspection.job_name``, ``inspection.load_job``).
 """
 import argparse
 import datetime
@@ -95,8 +100,10 @@ def configure_jobs(parser):
 
 def configure_job(parser):
     _database_options(parser)
-    parser.add_argument('id', help='the job id (its oid, in decimal; what '
-                                   '"zasync jobs" shows)')
+    parser.add_argument(
+        'id', help='the job id, as "zasync jobs" shows it: its oid in '
+                   'decimal (a job of the main database) or OID@DATABASE (a '
+                   'job of the member DATABASE of a multi-database)')
     parser.add_argument(
         '--full', action='store_true',
         help='show the reprs of the call, the arguments, the result and the '

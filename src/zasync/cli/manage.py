@@ -28,6 +28,13 @@ Each prints one line; an error is one line and a non-zero exit status.
 These commands write to the database (in one transaction, retried on a
 conflict); they never run job code themselves.  Only ``cancel`` touches
 running jobs.
+
+The database is ``--zodb URI`` or the ``<zodb>`` sections of a
+``--zope-conf`` (a multi-database; no site ZCML is loaded).  An ``ID`` is
+what ``zasync jobs`` shows: the oid of a job of the main database
+(``19``), or the oid and the name of the member database holding it
+(``19@async``: with ``multidb.zcml`` the queues and their jobs live in
+``async``).
 """
 import getpass
 import socket
@@ -39,7 +46,10 @@ import ZODB.POSException
 from zasync import inspection
 from zasync import interfaces
 from zasync.cli.common import UsageError
-from zasync.cli.common import open_uri
+from zasync.cli.common import check_member_databases
+from zasync.cli.common import close_databases
+from zasync.cli.common import member_hint
+from zasync.cli.common import open_database
 from zasync.cli.common import positive_seconds
 from zasync.unloadable import job_id
 
@@ -49,6 +59,32 @@ __all__ = ['add_commands', 'cancel', 'fail', 'pause', 'remove', 'requeue',
 ATTEMPTS = 5
 
 
+def _address(conn, text):
+    """``(oid, database name)`` of the job id ``text``; ``UsageError`` for
+    a bad one."""
+    try:
+        return inspection.resolve_job_id(conn, text)
+    except (ValueError, LookupError) as e:
+        raise UsageError(str(e))
+
+
+def _held(queues, address):
+    """``(queue, job)`` of the job at ``address`` held in one of
+    ``queues`` because it cannot be loaded, or None."""
+    for queue in queues.values():
+        for record in queue.unloadableJobs():
+            if inspection.job_address(record.job) == address:
+                return queue, record.job
+    return None
+
+
+def _load(conn, text):
+    try:
+        return inspection.load_job(conn, text)
+    except (ValueError, LookupError) as e:
+        raise UsageError(str(e))
+
+
 def find(root, text):
     """``(queue, job)`` for the job id ``text``: held in a queue because it
     cannot be loaded, or pending in one; ``UsageError`` otherwise."""
@@ -56,18 +92,13 @@ def find(root, text):
     queues = root.get(interfaces.KEY)
     if queues is None:
         raise UsageError('no zasync queues in this database')
-    try:
-        number = int(text)
-    except ValueError:
-        raise UsageError('job ids are whole numbers, not %r' % (text,))
-    for queue in queues.values():
-        for record in queue.unloadableJobs():
-            if job_id(record.job) == number:
-                return queue, record.job
-    try:
-        job = inspection.load_job(conn, text)
-    except (ValueError, LookupError) as e:
-        raise UsageError(str(e))
+    held = _held(queues, _address(conn, text))
+    if held is not None:
+        return held
+    job = _load(conn, text)
+    if not interfaces.IJob.providedBy(job):
+        raise UsageError('job %s cannot be loaded here, and no queue holds '
+                         'it (zasync job %s tells why)' % (text, text))
     queue = job.parent
     if job.status != interfaces.PENDING or not interfaces.IQueue.providedBy(
             queue):
@@ -80,16 +111,13 @@ def find_any(root, text):
     """``(queue or None, job)`` for the job id ``text``, whatever its
     status; ``UsageError`` if there is none."""
     conn = root._p_jar
+    address = _address(conn, text)
     queues = root.get(interfaces.KEY)
     if queues is not None:
-        for queue in queues.values():
-            for record in queue.unloadableJobs():
-                if str(job_id(record.job)) == text.strip():
-                    return queue, record.job
-    try:
-        job = inspection.load_job(conn, text)
-    except (ValueError, LookupError) as e:
-        raise UsageError(str(e))
+        held = _held(queues, address)
+        if held is not None:
+            return held
+    job = _load(conn, text)
     if not interfaces.IJob.providedBy(job):
         raise UsageError('job %s cannot be loaded here, so it cannot be '
                          'cancelled (zasync job %s tells why)' % (text, text))
@@ -124,15 +152,30 @@ def _cancel(queue, job, args):
 
 def _retry(queue, job, args):
     from zasync.actions import retry_job
-    try:
-        new = retry_job(job)
-    except ValueError as e:
-        raise UsageError(str(e))
+    new = retry_job(job)
     if new.retried_from is not job:
-        return ('job %s: not retried: job %d holds its unique key %r'
-                % (args.id, job_id(new), new.unique_key))
-    return 'job %s: retried as job %d in queue %r' % (
-        args.id, job_id(new), new.queue.name)
+        return ('job %s: not retried: job %s holds its unique key %r'
+                % (args.id, _name(new, args), new.unique_key))
+    return 'job %s: retried as job %s in queue %r' % (
+        args.id, _name(new, args), new.queue.name)
+
+
+def _name(job, args):
+    """The id of ``job`` as ``zasync jobs`` shows it."""
+    return inspection.job_name(job, args.main_database)
+
+
+def _error(error, job, args):
+    """The engine's ``ValueError`` or ``LookupError`` about ``job`` as a
+    ``UsageError``, naming the job by its id (the engine says ``job
+    OID``, which is ambiguous in a multi-database)."""
+    message = str(error)
+    if job is not None and getattr(job, '_p_oid', None) is not None:
+        prefix = 'job %d ' % job_id(job)
+        if message.startswith(prefix):
+            message = 'job %s %s' % (_name(job, args),
+                                     message[len(prefix):])
+    return UsageError(message)
 
 
 def find_queue(root, name):
@@ -165,8 +208,8 @@ def _resume(queue, ignored, args):
 
 def _fail(queue, job, args):
     wrapper = queue.failJob(job, args.reason)
-    return ('job %s: out of queue %r; job %d fails it with AbortedError(%r)'
-            % (args.id, queue.name, job_id(wrapper), args.reason))
+    return ('job %s: out of queue %r; job %s fails it with AbortedError(%r)'
+            % (args.id, queue.name, _name(wrapper, args), args.reason))
 
 
 def _remove(queue, job, args):
@@ -180,17 +223,23 @@ def _requeue(queue, job, args):
 
 
 def _act(args, action, finder=find):
-    db = open_uri(args.zodb, must_exist=True)
+    db = open_database(args)
     tm = transaction.TransactionManager()
-    conn = db.open(transaction_manager=tm)
+    try:
+        conn = db.open(transaction_manager=tm)
+    except BaseException:
+        close_databases(db)
+        raise
+    args.main_database = db.database_name
     try:
         for attempt in range(ATTEMPTS):
             tm.begin()
+            check_member_databases(conn, member_hint(args))
             queue, job = finder(conn.root(), args.id)
             try:
                 message = action(queue, job, args)
             except (ValueError, LookupError) as e:
-                raise UsageError(str(e))
+                raise _error(e, job, args)
             try:
                 tm.commit()
             except ZODB.POSException.ConflictError:
@@ -206,7 +255,7 @@ def _act(args, action, finder=find):
     finally:
         tm.abort()
         conn.close()
-        db.close()
+        close_databases(db)
 
 
 def _wait_until_completed(tm, job, text, seconds):
@@ -280,18 +329,25 @@ def add_commands(subparsers):
     ``remove`` and ``requeue``."""
     for name, func, help in COMMANDS:
         parser = subparsers.add_parser(name, help=help, description=help)
-        parser.add_argument(
-            '--zodb', metavar='URI', required=True,
+        group = parser.add_mutually_exclusive_group(required=True)
+        group.add_argument(
+            '--zodb', metavar='URI',
             help='the database, as a zodburi URI (file://, zeo://, '
                  'postgres://...); a file:// database must not be in use '
                  'by a worker (FileStorage allows one writer)')
+        group.add_argument(
+            '--zope-conf', metavar='FILE',
+            help='the databases of the <zodb> sections of a zope.conf (a '
+                 'multi-database; its site definition is not loaded)')
         if name in ('pause', 'resume'):
             parser.add_argument('queue', nargs='?', default='',
                                 help="the queue's name (default: the "
                                      "default queue, '')")
         else:
-            parser.add_argument('id', help='the job id (what "zasync jobs" '
-                                           'shows)')
+            parser.add_argument(
+                'id', help='the job id, as "zasync jobs" shows it: its oid '
+                           '(a job of the main database) or OID@DATABASE '
+                           '(a job of the member database DATABASE)')
         if name == 'fail':
             parser.add_argument('--reason', required=True,
                                 help='why (recorded in the failure)')
