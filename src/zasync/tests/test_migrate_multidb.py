@@ -587,7 +587,9 @@ class ConversionTests(MultiDatabaseCase):
         self.assertEqual(listed.returncode, 0, listed.stderr)
         rows = {row['id']: row['status'] for row in json.loads(
             listed.stdout)}
-        self.assertEqual((rows[370], rows[320], rows[378]),
+        # (the jobs live in the member database: OID@NAME)
+        self.assertEqual((rows['370@async'], rows['320@async'],
+                          rows['378@async']),
                          ('pending', 'active', 'pending'))
         # the same jobs, statuses and places as the single database's
         single = self.path('single.fs')
@@ -597,8 +599,9 @@ class ConversionTests(MultiDatabaseCase):
                             '--limit', '0', '--json')
 
         def summary(output):   # (a persistent argument's repr names its db)
-            return [(row['id'], row['status'], row['callable'],
-                     row['agent']) for row in json.loads(output)]
+            return [(str(row['id']).partition('@')[0], row['status'],
+                     row['callable'], row['agent'])
+                    for row in json.loads(output)]
         self.assertEqual(summary(listed.stdout), summary(alone.stdout))
         self.assertEqual(len(summary(listed.stdout)), len(rows))
 

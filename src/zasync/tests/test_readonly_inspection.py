@@ -266,8 +266,9 @@ class ZopeConfTests(FileStorageTestCase):
         self.assertEqual((self.state(), last_transaction(other)), before)
         self.assertEqual(out['status'], "queue '': 1 pending\n"
                          "no dispatcher has served this queue yet\n")
+        # (a job of the member database: its oid @ the database's name)
         self.assertEqual(out['jobs'].splitlines()[1].split()[:3],
-                         [pending, 'pending', 'pending'])
+                         [pending + '@async', 'pending', 'pending'])
 
     def test_zconfig_uri(self):
         # zodburi's zconfig:// names a ZODB configuration file: its storage
