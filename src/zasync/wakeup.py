@@ -317,6 +317,8 @@ class InvalidationWatcher:
         self.mode = None
         self.wakeups = 0
         self.last_tid = None   # of the latest commit that woke us up
+        #: the oids that commit changed (all of them), or None
+        self.last_oids = None
         # Told in an asyncio loop's thread (a ZEO client's): the storage's
         # "last transaction" moves on just after that (see _invalidated).
         self.deferred = False
@@ -400,6 +402,7 @@ class InvalidationWatcher:
         if watched is None or not watched.isdisjoint(oids):
             if self.last_tid is None or tid > self.last_tid:
                 self.last_tid = tid
+                self.last_oids = oids
             hits = None if watched is None else watched.intersection(oids)
             loop = _running_loop()
             if loop is None:
