@@ -65,7 +65,8 @@ __all__ = ['COUNT_BUDGET', 'OUTCOMES', 'PROBLEM', 'REPR_LIMIT',
            'dispatcher_state', 'find_jobs', 'iter_jobs', 'job_details',
            'queues_of', 'stopped', 'STOPPED', 'unique_jobs',
            'job_address', 'job_id', 'job_name', 'load_job', 'load_problem',
-           'locate', 'matches', 'resolve_job_id',
+           'locate', 'main_name', 'matches', 'name_in_message',
+           'resolve_job_id',
            'outcome', 'parse_states', 'SCHEDULES_LIMIT', 'schedules_info',
            'stats_info', 'status_info', 'when']
 
@@ -145,6 +146,25 @@ def _main_of(root):
     """The name of the database of ``root`` (the main one), or None."""
     db = _database(root)
     return db.database_name if db is not None else None
+
+
+def main_name(root):
+    """The name of the main database, ``root``'s (None for a root that is
+    not stored): ``job_name(job, main_name(root))`` is the id that
+    ``load_job(root._p_jar, ...)`` reads back."""
+    return _main_of(root)
+
+
+def name_in_message(message, job, main=None):
+    """``message`` -- the engine's, which begins with ``job OID``,
+    ambiguous in a multi-database -- with ``job`` named by its id
+    (``job_name``) instead; any other message as it is."""
+    if getattr(job, '_p_oid', None) is None:
+        return message
+    prefix = 'job %d ' % job_id(job)
+    if not message.startswith(prefix):
+        return message
+    return 'job %s %s' % (job_name(job, main), message[len(prefix):])
 
 
 def cut(text, limit=REPR_LIMIT):

@@ -15,6 +15,13 @@ confirm; POST: do it) for ``retry``, ``cancel``, ``fail``, ``remove``,
 ``requeue``; ``/queues/ACTION?queue=NAME`` for ``pause`` and ``resume``;
 ``/api/overview``, ``/api/jobs``, ``/api/jobs/ID`` (JSON); ``/metrics``
 (Prometheus); ``/static/NAME``.
+
+An ``ID`` is a job's id as ``zasync jobs`` shows it
+(``inspection.job_name``): ``19`` for a job of the main database,
+``19@async`` for a job of the member database ``async`` of a
+multi-database (``/jobs/19@async``; ``%40`` for the ``@`` works too).  The
+pages link to jobs, and the actions' messages name them, by those ids; a
+malformed id is a 400, one that names no job (or no database) a 404.
 """
 import contextlib
 import html
@@ -140,6 +147,13 @@ class DatabaseStore:
         finally:
             tm.abort()
             conn.close()
+
+
+def _job_path(id, action=None):
+    """The path of the page of the job ``id`` (``inspection.job_name``),
+    or of its ``action``."""
+    path = '/jobs/' + urllib.parse.quote(str(id), safe='@')
+    return path + '/' + action if action else path
 
 
 def _json(value, status=200):
@@ -397,7 +411,7 @@ class Dashboard:
                 '<td class="state-%s">%s</td><td>%s</td><td>%s</td>'
                 '<td><code>%s</code></td><td>%s</td><td>%s</td><td>%s</td>'
                 '</tr>' % (
-                    e(job['id']), e(self._url(call, '/jobs/%s' % job['id'])),
+                    e(job['id']), e(self._url(call, _job_path(job['id']))),
                     e(job['id']), e(state), e(state),
                     e(job['queue'] if job['queue'] is not None else '-'),
                     e(job['where']), e(inspection.cut(job['call'], 120)),
@@ -441,7 +455,7 @@ class Dashboard:
             job = self._load(root, text)
             info = data.job_info(job, root, full=full)
             possible = self._job_actions(call, job, info)
-        job_url = '/jobs/%s' % info['id']
+        job_url = _job_path(info['id'])
         parts = []
         if message:
             parts.append('<p class="message" id="message">%s</p>'
@@ -512,8 +526,8 @@ class Dashboard:
             parts.append('<div class="actions" id="actions">%s</div>'
                          % ''.join(
                              self._post_button(
-                                 call, self._url(call, job_url + '/'
-                                                 + action),
+                                 call, self._url(call, _job_path(
+                                     info['id'], action)),
                                  action.capitalize(),
                                  danger=action in ('cancel', 'fail',
                                                    'remove'))
@@ -524,7 +538,7 @@ class Dashboard:
         if link['id'] is None:
             return '<code>%s</code>' % e(link['call'])
         return '<a href="%s">job %s</a> <code>%s</code> (%s)' % (
-            e(self._url(call, '/jobs/%s' % link['id'])), e(link['id']),
+            e(self._url(call, _job_path(link['id']))), e(link['id']),
             e(link['call']), e(link['status']))
 
     # -- actions -------------------------------------------------------------
@@ -552,20 +566,21 @@ class Dashboard:
 
     def job_action(self, call, text, action):
         self._check_manager(call)
-        url = self._url(call, '/jobs/%s/%s' % (text, action))
         if call.method != 'POST' or not call.params.get('confirmed'):
             with self.store.read() as root:
                 job = self._load(root, text)
                 info = data.job_info(job, root)
+                name = info['id']
                 if action not in self._job_actions(call, job, info):
                     raise Refused(409, 'job %s is %s: it cannot be %s' % (
-                        text, info['outcome'] or info['status'],
+                        name, info['outcome'] or info['status'],
                         PAST[action]))
             return self._confirm(
-                call, '%s job %s' % (action.capitalize(), text),
-                '%s job %s, %s?' % (action.capitalize(), text,
+                call, '%s job %s' % (action.capitalize(), name),
+                '%s job %s, %s?' % (action.capitalize(), name,
                                     info['call']),
-                url, reason=action in ('fail', 'cancel'))
+                self._url(call, _job_path(name, action)),
+                reason=action in ('fail', 'cancel'))
         reason = (call.params.get('reason') or '').strip()
         who = getattr(call.user, 'login', None) or 'an operator'
         if action == 'fail' and not reason:
@@ -576,9 +591,8 @@ class Dashboard:
             return perform(root, job, action, reason, who)
 
         message = self.store.write(act, 'zasync web: %s job %s by %s'
-                                   % (action, text, who))
-        return self.job_page(call, text if action != 'remove' else text,
-                             message=message)
+                                   % (action, text.strip(), who))
+        return self.job_page(call, text, message=message)
 
     def queue_action(self, call, name, action):
         self._check_manager(call)
@@ -614,47 +628,50 @@ PAST = {'retry': 'retried', 'cancel': 'cancelled', 'fail': 'failed',
         'resume': 'resumed'}
 
 
-def _queue_holding(root, job):
-    """``(queue, 'held' | 'pending')`` for a held or pending job."""
-    number = inspection.job_id(job)
+def _queue_holding(root, job, name):
+    """``(queue, 'held' | 'pending')`` for a held or pending job (``name``
+    its id)."""
+    address = inspection.job_address(job)
     for queue in (root.get(interfaces.KEY) or {}).values():
         for record in queue.unloadableJobs():
-            if inspection.job_id(record.job) == number:
+            if inspection.job_address(record.job) == address:
                 return queue, 'held'
     queue = job.parent
     if job.status == interfaces.PENDING and interfaces.IQueue.providedBy(
             queue):
         return queue, 'pending'
-    raise Refused(409, 'job %d is %s, not pending or held' % (
-        number, job.status.title.lower()))
+    raise Refused(409, 'job %s is %s, not pending or held' % (
+        name, job.status.title.lower()))
 
 
 def perform(root, job, action, reason, who):
     """Do ``action`` to ``job`` (the same engine functions as the
-    ``zasync`` commands); return a message."""
-    number = inspection.job_id(job)
+    ``zasync`` commands); return a message naming the jobs by their ids
+    (``inspection.job_name``)."""
+    main = inspection.main_name(root)
+    name = inspection.job_name(job, main)
     try:
         if action == 'retry':
             new = actions.retry_job(job)
-            return 'job %d retried: the new job is %d' % (
-                number, inspection.job_id(new))
+            return 'job %s retried: the new job is %s' % (
+                name, inspection.job_name(new, main))
         if action == 'cancel':
             actions.cancel_job(job, reason or 'cancelled by %s' % who)
-            return 'job %d cancelled' % number
-        queue, where = _queue_holding(root, job)
+            return 'job %s cancelled' % (name,)
+        queue, where = _queue_holding(root, job, name)
         if action == 'fail':
             wrapper = queue.failJob(job, reason)
-            return ('job %d failed: job %d fails it with AbortedError(%r)'
-                    % (number, inspection.job_id(wrapper), reason))
+            return ('job %s failed: job %s fails it with AbortedError(%r)'
+                    % (name, inspection.job_name(wrapper, main), reason))
         if action == 'remove':
             queue.removeJob(job)
-            return 'job %d removed from queue %r' % (number, queue.name)
+            return 'job %s removed from queue %r' % (name, queue.name)
         if action == 'requeue':
             queue.requeueJob(job)
-            return 'job %d back at the front of queue %r' % (number,
+            return 'job %s back at the front of queue %r' % (name,
                                                              queue.name)
     except (ValueError, LookupError) as error:
-        raise Refused(409, str(error))
+        raise Refused(409, inspection.name_in_message(str(error), job, main))
     raise Refused(404, 'no action %r' % (action,))
 
 
@@ -757,11 +774,12 @@ class WebApp:
                                % self.realm)])
         try:
             params = dict(request.params.items())
+            # (webob decodes the path as UTF-8: other bytes are refused)
+            path, base = request.path_info or '/', request.script_name
         except Exception:
             return Reply('bad request\n', 400, 'text/plain; charset=utf-8')
-        call = Call(request.method, request.path_info or '/', params, user,
-                    may_manage=self.manage and user.may_manage,
-                    base=request.script_name)
+        call = Call(request.method, path, params, user,
+                    may_manage=self.manage and user.may_manage, base=base)
         return self.dashboard.handle(call)
 
 

@@ -19,14 +19,19 @@ of jobs kept:
   with a cursor to go on from (``exhausted`` False).
 * ``job_info`` is ``inspection.job_details`` plus links (parent, parts,
   callbacks), progress, annotations and the principals the job runs as.
+
+Jobs are named as the commands name them (``inspection.job_name``): a job
+of the main database -- the root's -- by its oid (``19``), a job of
+another database of a multi-database by its oid and that database's name
+(``19@async``); ``inspection.load_job`` reads those ids back.  Oids are
+unique within one database only, so a listing tells jobs apart by oid and
+database (``inspection.job_address``).
 """
 import base64
 import datetime
 import heapq
 import json
 import operator
-
-import ZODB.utils
 
 from zasync import inspection
 from zasync import interfaces
@@ -35,8 +40,8 @@ from zasync import utils
 from zasync.failure import Failure
 
 __all__ = ['CHART_BUDGET', 'DEFAULT_LIMIT', 'MAX_LIMIT', 'SCAN_BUDGET',
-           'Filter', 'decode_cursor', 'encode_cursor', 'job_info',
-           'list_jobs', 'overview', 'queues_of']
+           'Filter', 'address_of', 'decode_cursor', 'encode_cursor',
+           'job_info', 'list_jobs', 'overview', 'queues_of']
 
 #: the most completed jobs the overview's chart loads (to tell the failed)
 CHART_BUDGET = 1000
@@ -278,6 +283,7 @@ PHASE_STATES = {
 def _claimed(queues, root, filter, position):
     skip = position or 0
     index = 0
+    main = inspection.main_name(root)
     for queue_name, uuid, agent_name, agent in _agents(queues):
         if not filter.wants_queue(queue_name):
             continue
@@ -286,11 +292,12 @@ def _claimed(queues, root, filter, position):
             if index <= skip:
                 continue
             yield index, inspection.Found(job, queue_name, 'claimed', uuid,
-                                          agent_name)
+                                          agent_name, main=main)
 
 
 def _pending(queues, root, filter, position):
     start_queue, skip = position if position else (None, 0)
+    main = inspection.main_name(root)
     for queue_name, queue in queues:
         if not filter.wants_queue(queue_name):
             continue
@@ -302,11 +309,12 @@ def _pending(queues, root, filter, position):
             if queue_name == start_queue and index <= skip:
                 continue
             yield [queue_name, index], inspection.Found(
-                job, queue_name, 'pending')
+                job, queue_name, 'pending', main=main)
 
 
 def _held(queues, root, filter, position):
     start_queue, skip = position if position else (None, 0)
+    main = inspection.main_name(root)
     for queue_name, queue in queues:
         if not filter.wants_queue(queue_name):
             continue
@@ -317,7 +325,7 @@ def _held(queues, root, filter, position):
             if queue_name == start_queue and index <= skip:
                 continue
             yield [queue_name, index], inspection.Found(
-                record.job, queue_name, 'held')
+                record.job, queue_name, 'held', main=main)
 
 
 def _key(job):
@@ -342,6 +350,7 @@ def _completed_stream(index, queue_name, uuid, agent_name, collection,
 
 
 def _completed(queues, root, filter, position):
+    main = inspection.main_name(root)
     streams = [
         _completed_stream(index, queue_name, uuid, agent_name,
                           agent.completed, position)
@@ -350,7 +359,7 @@ def _completed(queues, root, filter, position):
     for order, job, queue_name, uuid, agent_name in heapq.merge(
             *streams, key=operator.itemgetter(0)):
         yield list(order), inspection.Found(job, queue_name, 'completed',
-                                            uuid, agent_name)
+                                            uuid, agent_name, main=main)
 
 
 def _container(queues, root, filter, position):
@@ -401,11 +410,11 @@ def list_jobs(root, filter=None, cursor=None, limit=DEFAULT_LIMIT,
                         'next': encode_cursor([phase, last])}
             examined += 1
             last = where
-            oid = getattr(found.job, '_p_oid', None)
-            if oid is not None:
-                if oid in seen:
+            address = address_of(found.job)
+            if address is not None:
+                if address in seen:
                     continue
-                seen.add(oid)
+                seen.add(address)
             summary = found.summary(None if full else
                                     inspection.REPR_LIMIT)
             if filter.matches(found, summary):
@@ -418,13 +427,20 @@ def list_jobs(root, filter=None, cursor=None, limit=DEFAULT_LIMIT,
 # One job
 
 
-def _id_of(obj):
-    oid = getattr(obj, '_p_oid', None)
-    return ZODB.utils.u64(oid) if oid is not None else None
+def address_of(job):
+    """``inspection.job_address`` of a stored job, else None: oids are
+    unique within one database only."""
+    if getattr(job, '_p_oid', None) is None or getattr(
+            job, '_p_jar', None) is None:
+        return None
+    return inspection.job_address(job)
 
 
-def _link(job):
-    return {'id': _id_of(job),
+def _link(job, main):
+    """A job's id (``inspection.job_name``, None if it is not stored),
+    call and status."""
+    return {'id': (inspection.job_name(job, main)
+                   if address_of(job) is not None else None),
             'call': _safely(lambda: inspection.call_text(job, 80), '?'),
             'status': inspection.STATUS_LABELS.get(
                 _safely(lambda: job.status), 'unknown')}
@@ -451,16 +467,17 @@ def job_info(job, root, full=False):
                  'retries': None, 'failed': False})
     if info.get('problem') and info['status'] == inspection.UNKNOWN:
         return info
+    main = inspection.main_name(root)
     parent = _safely(lambda: job.parent)
     if interfaces.IJob.providedBy(parent):
-        info['parent'] = _link(parent)
+        info['parent'] = _link(parent, main)
     parts = []
     for value in list(_safely(lambda: list(job.args), [])) + list(
             _safely(lambda: list(job.kwargs.values()), [])):
         if interfaces.IJob.providedBy(value) and value is not job:
-            parts.append(_link(value))
+            parts.append(_link(value, main))
     info['parts'] = parts
-    info['callbacks'] = [_link(cb) for cb in _safely(
+    info['callbacks'] = [_link(cb, main) for cb in _safely(
         lambda: list(job.callbacks), [])]
     annotations = _safely(lambda: dict(job.annotations.items()), {})
     progress = annotations.get(local.PROGRESS)

@@ -25,7 +25,6 @@ import threading
 
 import prometheus_client
 import prometheus_client.core
-import ZODB.utils
 
 from zasync import interfaces
 from zasync import utils
@@ -84,11 +83,6 @@ class _Histogram:
         return result
 
 
-def _oid(job):
-    oid = getattr(job, '_p_oid', None)
-    return ZODB.utils.u64(oid) if oid is not None else None
-
-
 def _safely(function, default=None):
     try:
         return function()
@@ -107,7 +101,7 @@ class _AgentState:
 
     def __init__(self):
         self.newest = None      # completion time of the newest job seen
-        self.recent = {}        # oid -> completion time, within LOOKBACK
+        self.recent = {}        # job_address -> completion, in LOOKBACK
 
 
 class DatabaseCollector:
@@ -122,7 +116,7 @@ class DatabaseCollector:
         self.durations = {}     # queue -> _Histogram
         self.latencies = {}     # queue -> _Histogram
         self.agents = {}        # (queue, uuid, agent) -> _AgentState
-        self.started = {}       # oid -> labels, seen running, not done
+        self.started = {}       # job_address -> labels, running
         self.scrapes = 0
 
     def describe(self):
@@ -147,9 +141,9 @@ class DatabaseCollector:
         start = _safely(lambda: job.active_start)
         end = _safely(lambda: job.active_end)
         due = _safely(lambda: job.begin_after)
-        oid = _oid(job)
+        address = data.address_of(job)
         if start is not None:
-            if self.started.pop(oid, None) is None:
+            if self.started.pop(address, None) is None:
                 self._count('started', labels)
             if end is not None:
                 self.durations.setdefault(queue_name, _Histogram()).observe(
@@ -166,11 +160,11 @@ class DatabaseCollector:
             state = self.agents[labels] = _AgentState()
         # Running jobs count as started once.
         for job in _safely(lambda: list(agent), []):
-            oid = _oid(job)
-            if oid in self.started:
+            address = data.address_of(job)
+            if address in self.started:
                 continue
             if _safely(lambda: job.status) == interfaces.ACTIVE:
-                self.started[oid] = labels
+                self.started[address] = labels
                 self._count('started', labels)
         limit = FIRST_WINDOW if first else MAX_NEW
         horizon = (state.newest - LOOKBACK) if state.newest else None
@@ -184,11 +178,11 @@ class DatabaseCollector:
             when = utils.long_to_dt(key) if isinstance(key, int) else None
             if when is not None and horizon is not None and when < horizon:
                 break
-            oid = _oid(job)
-            if oid in state.recent:
+            address = data.address_of(job)
+            if address in state.recent:
                 continue
             if when is not None:
-                state.recent[oid] = when
+                state.recent[address] = when
                 if newest is None or when > newest:
                     newest = when
             self._completed(job, labels, queue_name, first)
@@ -199,7 +193,7 @@ class DatabaseCollector:
         state.newest = newest
         if newest is not None:
             cutoff = newest - LOOKBACK
-            state.recent = {oid: when for oid, when in state.recent.items()
+            state.recent = {key: when for key, when in state.recent.items()
                             if when >= cutoff}
 
     def collect(self):
