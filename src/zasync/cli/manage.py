@@ -51,7 +51,6 @@ from zasync.cli.common import close_databases
 from zasync.cli.common import member_hint
 from zasync.cli.common import open_database
 from zasync.cli.common import positive_seconds
-from zasync.unloadable import job_id
 
 __all__ = ['add_commands', 'cancel', 'fail', 'pause', 'remove', 'requeue',
            'resume', 'retry']
@@ -169,13 +168,8 @@ def _error(error, job, args):
     """The engine's ``ValueError`` or ``LookupError`` about ``job`` as a
     ``UsageError``, naming the job by its id (the engine says ``job
     OID``, which is ambiguous in a multi-database)."""
-    message = str(error)
-    if job is not None and getattr(job, '_p_oid', None) is not None:
-        prefix = 'job %d ' % job_id(job)
-        if message.startswith(prefix):
-            message = 'job %s %s' % (_name(job, args),
-                                     message[len(prefix):])
-    return UsageError(message)
+    return UsageError(inspection.name_in_message(
+        str(error), job, args.main_database))
 
 
 def find_queue(root, name):
