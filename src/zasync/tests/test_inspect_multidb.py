@@ -35,6 +35,7 @@ from zasync.queue import install_queues
 from zasync.retry import NeverRetry
 from zasync.testing.fixtures import assigner_uuid
 from zasync.testing.processes import run_main
+from zasync.tests.test_readonly_inspection import last_transaction
 
 EVENTLOG = ('<eventlog>\n  <logfile>\n    path STDERR\n  </logfile>\n'
             '</eventlog>\n')
@@ -262,14 +263,6 @@ class InspectionTests(unittest.TestCase):
 
 # --------------------------------------------------------------------------
 # The commands
-
-
-def last_transaction(path):
-    storage = ZODB.FileStorage.FileStorage(path, read_only=True)
-    try:
-        return storage.lastTransaction()
-    finally:
-        storage.close()
 
 
 class CommandTests(unittest.TestCase):
