@@ -16,7 +16,7 @@ INSTALL_REQUIRES = [
     'BTrees >= 4.11',
     'persistent >= 4.9',
     'transaction >= 3.0',
-    'ZODB >= 5.8',
+    'ZODB >= 6.3',   # DB(class_factory=), <zodb> class-factory
     'zodburi >= 2.5',   # zasync worker --zodb URI
     'Twisted >= 22.10',  # the dispatcher's reactor
     'zope.interface >= 5.5',
