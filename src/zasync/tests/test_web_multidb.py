@@ -337,6 +337,17 @@ class MultiDatabaseWebTests(unittest.TestCase):
         # The main database's job with that oid was not retried.
         self.post('/jobs/%d/retry' % number(self.bad), status=409)
 
+    def test_a_retry_while_another_job_holds_its_unique_key(self):
+        self.tm.begin()
+        self.bad.unique_key = 'report'
+        holder = self.queue.put(Job(operator.mul, 2, 3), unique_key='report')
+        self.tm.commit()
+        done = self.post('/jobs/%s/retry' % self.name_of(self.bad))
+        self.assertEqual(
+            done.html.select_one('#message').text,
+            "job %s not retried: job %s holds its unique key 'report'"
+            % (self.name_of(self.bad), self.name_of(holder)))
+
     def test_remove_and_fail_name_the_jobs(self):
         parent = self.name_of(self.parent)
         done = self.post('/jobs/%s/remove' % parent)

@@ -653,6 +653,9 @@ def perform(root, job, action, reason, who):
     try:
         if action == 'retry':
             new = actions.retry_job(job)
+            if new.retried_from is not job:   # (put found its unique key)
+                return 'job %s not retried: job %s holds its unique key %r' % (
+                    name, inspection.job_name(new, main), new.unique_key)
             return 'job %s retried: the new job is %s' % (
                 name, inspection.job_name(new, main))
         if action == 'cancel':
