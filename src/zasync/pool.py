@@ -466,10 +466,11 @@ class AgentThreadPool:
     # -- running a job in the transaction of its claim -----------------------
     #
     # With group commits, a worker thread whose claim took a single job
-    # that may join a group (the queue is shallow: the job just came) runs
+    # that may join a group, of a callable seen to run short (the queue is
+    # shallow: the job just came), runs
     # it in the claim's transaction, and the claim commits with the job's
-    # result: one commit before the job starts fewer (its latency) and per
-    # job.  Until that commit, the job is still pending for everybody
+    # result: one commit fewer before the job starts (its latency), and
+    # per job.  Until that commit, the job is still pending for everybody
     # else: our other claims pass over it (``Dispatcher.in_flight``), and
     # it is only done when no other dispatcher is alive in the queue (it
     # would run the job too, and one of the two commits would conflict).
