@@ -22,7 +22,9 @@ from zasync.cli.common import CommandLineError
 from zasync.cli.common import ReadOnlyDatabase
 from zasync.cli.common import UsageError
 from zasync.cli.common import add_database_arguments
+from zasync.cli.common import check_member_databases
 from zasync.cli.common import close_databases
+from zasync.cli.common import member_hint
 from zasync.cli.common import open_uri
 from zasync.cli.common import open_zope_conf
 
@@ -78,9 +80,19 @@ def _open(args):
         opened.conn.close()
         return opened.db
     if args.zope_conf:
-        return open_zope_conf(args.zope_conf, worker=True)
-    return open_uri(args.zodb, must_exist=True,
-                    missing_hint=' (zasync web does not create databases)')
+        db = open_zope_conf(args.zope_conf, worker=True)
+    else:
+        db = open_uri(args.zodb, must_exist=True,
+                      missing_hint=' (zasync web does not create databases)')
+    try:
+        # (a member database the options do not configure: one line now,
+        # not a traceback on every page)
+        with utils.private_connection(db) as conn:
+            check_member_databases(conn, member_hint(args))
+    except BaseException:
+        close_databases(db)
+        raise
+    return db
 
 
 def run(args):

@@ -306,6 +306,17 @@ class CommandTests(unittest.TestCase):
         self.assertEqual((status, err), (0, ''), (args, out))
         return out
 
+    def test_web_to_manage_names_a_member_it_is_not_given(self):
+        # (read only it did already; to manage, it served pages that broke)
+        before = self.state()
+        self.assertEqual(
+            self.error('web', '--manage', '--zodb', 'file://' + self.main_fs,
+                       '--listen', '127.0.0.1:0'),
+            "zasync web: error: the database refers to a member database "
+            "named 'async', which is not configured (--zodb opens one "
+            "database: use --zope-conf, with a <zodb async> section)")
+        self.assertEqual(self.state()[:2], before[:2])
+
     def error(self, *args):
         """The error line of a command that fails with exit status 1."""
         status, out, err = self.zasync(*args)
