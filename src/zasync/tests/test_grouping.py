@@ -161,8 +161,13 @@ class GroupCommitTests(GroupFixture, unittest.TestCase):
         self.assertEqual(self.committed_effects(),
                          {'a': 1, 'b': 1, 'c': 1, 'd': 1})
         self.assertEqual(RUNS, {'a': 1, 'b': 1, 'c': 1, 'd': 1})
-        self.assertEqual(self.dispatcher.groups_committed, before + 1, log)
-        self.assertEqual(self.dispatcher.grouped_jobs, 4, log)
+        # (the thread counts a group once its commit returned: after the
+        # results can be seen)
+        dispatcher = self.dispatcher
+        waiters.wait(lambda: True if dispatcher.grouped_jobs else None, 10,
+                     lambda: 'no group counted: %s' % log)
+        self.assertEqual(dispatcher.groups_committed, before + 1, log)
+        self.assertEqual(dispatcher.grouped_jobs, 4, log)
 
     def test_a_conflict_splits_the_group(self):
         # The first job waits; meanwhile another transaction changes the
