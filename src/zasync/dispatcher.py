@@ -75,9 +75,8 @@ def _quietly(func, message, tm, commit=True):
         wakeup.quiet.active = False
 
 
-def getId(obj):
-    """``(integer oid, database name)`` of a persistent object."""
-    return (ZODB.utils.u64(obj._p_oid), obj._p_jar.db().database_name)
+#: ``(integer oid, database name)`` of a persistent object
+getId = utils.address
 
 
 def release_reactor(reactor):
@@ -754,9 +753,7 @@ class Dispatcher:
         queue (a ghost, maybe), is run by one of our threads in a claim
         that has not committed."""
         in_flight = self.in_flight
-        return bool(in_flight) and (
-            ZODB.utils.u64(job._p_oid),
-            job._p_jar.db().database_name) in in_flight
+        return bool(in_flight) and getId(job) in in_flight
 
     #: how many jobs a claim may take beyond an agent's free threads when
     #: its queue holds more than it could take: they wait, claimed and

@@ -120,10 +120,8 @@ def _first_member(db):
     return db.database_name
 
 
-def job_address(job):
-    """``(oid, database name)`` of a stored job (as
-    ``zasync.dispatcher.getId``)."""
-    return job_id(job), job._p_jar.db().database_name
+#: ``(oid, database name)`` of a stored job
+job_address = utils.address
 
 
 def job_name(job, main=None):

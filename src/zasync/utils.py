@@ -170,6 +170,13 @@ class Base(persistent.Persistent):
 # Representations
 
 
+def address(obj):
+    """``(integer oid, database name)`` of a stored persistent object: what
+    names it in a multi-database, where oids are unique per database only
+    (``zasync.dispatcher.getId``, ``zasync.inspection.job_address``)."""
+    return ZODB.utils.u64(obj._p_oid), obj._p_jar.db().database_name
+
+
 def custom_repr(obj):
     """A short, stable description of ``obj`` for logs and reprs.
 
